@@ -1,0 +1,1 @@
+"""Experiment harness for context-parallel attention in diffusion transformers."""
