@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
 from harness.mesh_axes import AXES
@@ -45,5 +47,47 @@ def make_mesh(data: int = 1, fsdp: int = 1, context: int = -1, tensor: int = 1,
   devices = list(jax.devices() if devices is None else devices)
   sizes = resolve_axis_sizes(
       {"data": data, "fsdp": fsdp, "context": context, "tensor": tensor}, len(devices))
-  grid = np.asarray(devices, dtype=object).reshape([sizes[a] for a in AXES])
+  shape = [sizes[a] for a in AXES]
+  if devices[0].platform == "tpu":
+    # Lays the axes out along the physical torus so 'context' collectives use ICI neighbours.
+    grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+  else:
+    grid = np.asarray(devices, dtype=object).reshape(shape)
   return Mesh(grid, AXES)
+
+
+def use_simulated_devices(count: int) -> None:
+  """Asks for `count` CPU devices; must run before the JAX backend starts."""
+  if count <= 0:
+    raise ValueError(f"mesh.simulated_devices={count}: must be > 0")
+  from jax._src import xla_bridge  # the public API has no 'is the backend up' query
+  if xla_bridge.backends_are_initialized():
+    have = jax.devices()
+    if have[0].platform == "cpu" and len(have) == count:
+      return
+    raise ValueError(
+        f"mesh.simulated_devices={count} was requested after JAX started with {len(have)} "
+        f"{have[0].platform} devices; set it before any JAX computation (or set "
+        f"XLA_FLAGS=--xla_force_host_platform_device_count={count})")
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", count)
+
+
+def init_distributed(coordinator_address: str | None, num_processes: int | None,
+                     process_id: int | None) -> None:
+  """Joins a multi-process job when bindings or the usual environment say so."""
+  explicit = coordinator_address is not None
+  # Multi-host TPU slices list several workers; jax.distributed discovers the rest there.
+  from_env = ("JAX_COORDINATOR_ADDRESS" in os.environ
+              or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
+  if not (explicit or from_env):
+    return
+  if jax.config.jax_platforms == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    if num_processes is None or process_id is None:
+      raise ValueError("mesh.coordinator_address needs mesh.num_processes and mesh.process_id too")
+    jax.distributed.initialize(coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  else:
+    jax.distributed.initialize()

@@ -1,0 +1,128 @@
+"""The gin configurables users bind: each returns a frozen config; nothing else reads gin.
+
+Every binding a user types (`run.steps`, `attention.num_chunks`, `mesh.context`, ...) is a
+parameter of one function below or of a frozen dataclass registered here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import gin
+
+from harness.model.config import DiTConfig, VideoConfig
+
+MODES = ("train", "eval", "aot")
+
+
+def _register(cls: type, name: str):
+  """Makes `name.field = value` bind the dataclass's fields, checked against its signature."""
+
+  def make(**kwargs: Any):
+    return cls(**kwargs)
+
+  make.__signature__ = inspect.signature(cls)
+  make.__name__ = name
+  make.__doc__ = cls.__doc__
+  return gin.configurable(name)(make)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """What to run and where outputs go."""
+  mode: str = "train"
+  steps: int = 20
+  output_dir: str = "out"
+  run_name: str = "run"
+  seed: int = 0
+  batch_size: int = 1
+  warmup_steps: int = 2
+  checkpoint_every: int = 0
+  resume: bool = True
+  nan_check: bool = True
+  final_eval: bool = False
+  progress: bool = True
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"run.mode={self.mode!r}: choose one of {', '.join(MODES)}")
+    if self.steps <= 0:
+      raise ValueError(f"run.steps={self.steps}: must be > 0")
+    if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+      raise ValueError(
+          f"run.warmup_steps={self.warmup_steps}: must be >= 0 and < run.steps={self.steps}")
+    if self.batch_size <= 0:
+      raise ValueError(f"run.batch_size={self.batch_size}: must be > 0")
+    if self.checkpoint_every < 0:
+      raise ValueError(f"run.checkpoint_every={self.checkpoint_every}: must be >= 0 (0 = never)")
+    if not self.run_name or "/" in self.run_name:
+      raise ValueError(f"run.run_name={self.run_name!r}: must be a non-empty name without '/'")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh sizes (-1 = the rest), simulated CPU devices, and multi-host set-up."""
+  data: int = 1
+  fsdp: int = 1
+  context: int = -1
+  tensor: int = 1
+  simulated_devices: int | None = None
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+  """Which context-parallel attention runs, and how."""
+  variant: str = "ulysses"
+  num_chunks: int = 1
+  kernel: str = "xla"
+  ulysses_degree: int | None = None
+  packed_qkv: bool = False
+  pad_heads: bool = False
+  block_q: int = 512
+  block_kv: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """AdamW with linear warm-up."""
+  learning_rate: float = 1e-4
+  weight_decay: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.999
+  warmup_steps: int = 0
+  grad_clip: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """Euler flow-matching sampler with classifier-free guidance (eval mode)."""
+  denoising_steps: int = 4
+  guidance_scale: float = 5.0
+  shift: float = 5.0
+
+  def __post_init__(self):
+    if self.denoising_steps <= 0:
+      raise ValueError(f"sampler.denoising_steps={self.denoising_steps}: must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfilerConfig:
+  """Profiler trace window (steps counted from 0, warm-up included)."""
+  enabled: bool = False
+  start_step: int = 3
+  num_steps: int = 2
+  all_hosts: bool = False
+
+
+run = _register(RunConfig, "run")
+mesh = _register(MeshConfig, "mesh")
+attention = _register(AttentionConfig, "attention")
+model = _register(DiTConfig, "model")
+video = _register(VideoConfig, "video")
+optimizer = _register(OptimizerConfig, "optimizer")
+sampler = _register(SamplerConfig, "sampler")
+profiler = _register(ProfilerConfig, "profiler")

@@ -1,0 +1,75 @@
+"""Frozen configuration of the DiT and of the video it denoises."""
+from __future__ import annotations
+
+import dataclasses
+
+# The Wan VAE compresses time by 4 (keeping the first frame) and space by 8.
+VAE_TIME_STRIDE = 4
+VAE_SPACE_STRIDE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoConfig:
+  """Pixel-space video size; latent and token shapes derive from it."""
+  frames: int = 81
+  height: int = 480
+  width: int = 832
+
+  def latent_shape(self, channels: int) -> tuple[int, int, int, int]:
+    """(frames, height, width, channels) of the VAE latent."""
+    if (self.frames - 1) % VAE_TIME_STRIDE:
+      raise ValueError(f"video.frames={self.frames}: must be 4k+1 (e.g. 5, 17, 81)")
+    for name, size in (("height", self.height), ("width", self.width)):
+      if size % (2 * VAE_SPACE_STRIDE):
+        raise ValueError(f"video.{name}={size}: must be a multiple of 16")
+    return ((self.frames - 1) // VAE_TIME_STRIDE + 1, self.height // VAE_SPACE_STRIDE,
+            self.width // VAE_SPACE_STRIDE, channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+  """Architecture of a WAN-style DiT (defaults: Wan2.1 1.3B)."""
+  dim: int = 1536
+  num_heads: int = 12
+  ffn_dim: int = 8960
+  num_layers: int = 30
+  in_channels: int = 16
+  out_channels: int = 16
+  patch: tuple[int, int, int] = (1, 2, 2)
+  text_dim: int = 4096
+  text_len: int = 512
+  freq_dim: int = 256
+  eps: float = 1e-6
+  scan_layers: bool = True
+  remat: bool = True
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.dim % self.num_heads:
+      raise ValueError(f"model.dim={self.dim} is not a multiple of model.num_heads={self.num_heads}")
+    if self.num_layers < 1:
+      raise ValueError(f"model.num_layers={self.num_layers}: must be >= 1")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16"):
+        raise ValueError(f"model.{name}={getattr(self, name)!r}: choose 'float32' or 'bfloat16'")
+
+  @property
+  def head_dim(self) -> int:
+    return self.dim // self.num_heads
+
+  @property
+  def patch_volume(self) -> int:
+    return self.patch[0] * self.patch[1] * self.patch[2]
+
+  def grid(self, video: VideoConfig) -> tuple[int, int, int]:
+    """Token grid (frames, height, width) after patching the latent."""
+    f, h, w, _ = video.latent_shape(self.in_channels)
+    pf, ph, pw = self.patch
+    if f % pf or h % ph or w % pw:
+      raise ValueError(f"latent {f}x{h}x{w} is not divisible by model.patch={self.patch}")
+    return f // pf, h // ph, w // pw
+
+  def num_tokens(self, video: VideoConfig) -> int:
+    f, h, w = self.grid(video)
+    return f * h * w
