@@ -1,0 +1,131 @@
+"""Head-group planning for Ulysses: head padding, chunk ranges and the kv heads each chunk sends.
+
+Rules (see docs/attention.md):
+  * Heads are padded with zero heads up to a multiple of the Ulysses degree D when `pad_heads` is set;
+    without it, heads must already be a multiple of D.
+  * The (padded) heads form n = heads / D units of D heads. C chunks take consecutive units; when C does
+    not divide n, the first n % C chunks take one unit more. So every chunk is a multiple of D heads and
+    the valid chunk counts are 1..n.
+  * After a chunk's all-to-all, device j holds the chunk's q heads [a + j*s, a + (j+1)*s), s = size / D.
+    Its kv slab holds, per device, the fewest kv heads m (a divisor of s) such that local q head i reads
+    local kv head i // (s / m), which is the kernels' GQA rule. MHA sends kv heads as they are; GQA and
+    MQA replicate a kv head only where a device's q heads do not cover its whole group.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+Range = tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+  """One head group: q heads [start, stop) of the padded heads and the kv heads it sends."""
+  start: int
+  stop: int
+  kv_index: tuple[int, ...]  # kv head for each slot of the slab; degree * kv_per_device slots.
+  kv_per_device: int
+
+  @property
+  def kv_range(self) -> Range | None:
+    """(first, last + 1) when the slab is a contiguous run of kv heads, else None (a gather)."""
+    first = self.kv_index[0]
+    if self.kv_index == tuple(range(first, first + len(self.kv_index))):
+      return first, first + len(self.kv_index)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadPlan:
+  """How `heads` q heads and `kv_heads` kv heads travel through a Ulysses all-to-all of `degree`."""
+  heads: int
+  kv_heads: int
+  degree: int
+  padded_heads: int
+  chunks: tuple[ChunkPlan, ...]
+
+  @property
+  def ranges(self) -> tuple[Range, ...]:
+    return tuple((c.start, c.stop) for c in self.chunks)
+
+  @property
+  def kv_replicated(self) -> bool:
+    """Whether any kv head is sent more than once (GQA/MQA with groups split across devices)."""
+    return any(len(set(c.kv_index)) != len(c.kv_index) for c in self.chunks)
+
+
+def divisors(n: int) -> tuple[int, ...]:
+  return tuple(d for d in range(1, n + 1) if n % d == 0)
+
+
+def padded_head_count(heads: int, degree: int) -> int:
+  return -(-heads // degree) * degree
+
+
+def chunk_ranges(padded_heads: int, degree: int, num_chunks: int) -> tuple[Range, ...]:
+  """Consecutive head ranges, multiples of `degree`, the first (units % C) one unit larger."""
+  units = padded_heads // degree
+  base, extra = divmod(units, num_chunks)
+  ranges, start = [], 0
+  for i in range(num_chunks):
+    stop = start + (base + (1 if i < extra else 0)) * degree
+    ranges.append((start, stop))
+    start = stop
+  return tuple(ranges)
+
+
+def _kv_of(head: int, heads: int, kv_heads: int) -> int:
+  # Zero (padded) heads extend the last kv group: any kv head would do, this one needs no extra slot.
+  return min(head, heads - 1) // (heads // kv_heads)
+
+
+def _chunk_slab(start: int, stop: int, degree: int, heads: int, kv_heads: int) -> ChunkPlan:
+  """The smallest per-device kv slab for q heads [start, stop) that keeps the kernels' GQA rule."""
+  per_device = (stop - start) // degree
+  for m in divisors(per_device):
+    group = per_device // m
+    fits = all(
+        _kv_of(start + j * per_device + i, heads, kv_heads)
+        == _kv_of(start + j * per_device + (i // group) * group, heads, kv_heads)
+        for j in range(degree) for i in range(per_device))
+    if fits:
+      index = tuple(_kv_of(start + j * per_device + r * group, heads, kv_heads)
+                    for j in range(degree) for r in range(m))
+      return ChunkPlan(start, stop, index, m)
+  raise AssertionError("m = per_device always fits")
+
+
+def plan_heads(heads: int, kv_heads: int, degree: int, num_chunks: int) -> HeadPlan:
+  """Plans chunks for already validated arguments (see `validate_heads`)."""
+  padded = padded_head_count(heads, degree)
+  chunks = tuple(_chunk_slab(a, b, degree, heads, kv_heads)
+                 for a, b in chunk_ranges(padded, degree, num_chunks))
+  return HeadPlan(heads, kv_heads, degree, padded, chunks)
+
+
+def validate_heads(heads: int, kv_heads: int, degree: int, num_chunks: int, pad_heads: bool,
+                   degree_binding: str) -> None:
+  """Raises a one-line ValueError when heads cannot be split as asked."""
+  if kv_heads < 1 or heads % kv_heads:
+    raise ValueError(f"kv_heads={kv_heads} must divide heads={heads} (GQA/MQA)")
+  if heads % degree and not pad_heads:
+    units = padded_head_count(heads, degree) // degree
+    raise ValueError(
+        f"heads={heads} is not a multiple of the Ulysses degree {degree_binding}={degree}: set "
+        f"attention.pad_heads=True (then attention.num_chunks in 1..{units}) or use "
+        f"{degree_binding} in {divisors(heads)}")
+  units = padded_head_count(heads, degree) // degree
+  if not 1 <= num_chunks <= units:
+    raise ValueError(
+        f"attention.num_chunks={num_chunks} cannot split {heads} heads into groups of multiples of "
+        f"{degree_binding}={degree}: valid choices 1..{units}")
+
+
+def log_plan(plan: HeadPlan, variant: str, kernel: str) -> None:
+  # Called while tracing, so it logs once per compiled shape.
+  logging.info(
+      "attention %s kernel=%s degree=%d heads=%d (padded %d) kv_heads=%d chunks=%s kv/device=%s%s",
+      variant, kernel, plan.degree, plan.heads, plan.padded_heads, plan.kv_heads,
+      list(plan.ranges), [c.kv_per_device for c in plan.chunks],
+      " (kv heads replicated)" if plan.kv_replicated else "")

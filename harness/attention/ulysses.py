@@ -1,0 +1,122 @@
+"""Ulysses attention: all-to-all from sequence-sharded to head-sharded, single-shot or head-chunked.
+
+With C > 1 the heads travel in C groups inside one shard_map. The program issues group i+1's
+all-to-alls before group i's attention so that a latency-hiding scheduler may run them concurrently.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh
+
+from harness import mesh_axes
+from harness.attention import heads as heads_lib
+from harness.attention import kernels
+from harness.attention import layout
+from harness.attention import padding
+
+# attend(q_BxSxhxD, k_BxSxmxD, v_BxSxmxD, kv_valid_len) on the full sequence of a head group.
+AttendFn = Callable[[jax.Array, jax.Array, jax.Array, object], jax.Array]
+
+
+def _seq_to_heads(x_BxSxNxD: jax.Array, axis: str, name: str) -> jax.Array:
+  with jax.named_scope(f"all_to_all_{name}"):
+    return lax.all_to_all(x_BxSxNxD, axis, split_axis=2, concat_axis=1, tiled=True)
+
+
+def _kv_slab(x_BxSxKxD: jax.Array, chunk: heads_lib.ChunkPlan) -> jax.Array:
+  kv_range = chunk.kv_range
+  if kv_range is not None:
+    return x_BxSxKxD[:, :, kv_range[0]:kv_range[1]]
+  return jnp.take(x_BxSxKxD, jnp.asarray(chunk.kv_index), axis=2)
+
+
+def packed_mode(chunk: heads_lib.ChunkPlan, degree: int) -> str:
+  """'qkv' when q and kv slabs have one shape (one all-to-all), else 'kv' (q sent apart)."""
+  return "qkv" if chunk.kv_per_device * degree == chunk.stop - chunk.start else "kv"
+
+
+def all_to_alls_per_chunk(plan: heads_lib.HeadPlan, packed_qkv: bool) -> tuple[int, ...]:
+  """All-to-alls a forward pass issues per chunk: 4, or 2 (packed q,k,v) / 3 (packed k,v)."""
+  if not packed_qkv:
+    return tuple(4 for _ in plan.chunks)
+  return tuple(2 if packed_mode(c, plan.degree) == "qkv" else 3 for c in plan.chunks)
+
+
+def _send(q_BxSxHxD, k_BxSxKxD, v_BxSxKxD, chunk, axis, degree, packed_qkv):
+  """Slices one head group and all-to-alls it to head-sharded, full-sequence blocks."""
+  q_c = q_BxSxHxD[:, :, chunk.start:chunk.stop]
+  k_c, v_c = _kv_slab(k_BxSxKxD, chunk), _kv_slab(v_BxSxKxD, chunk)
+  if not packed_qkv:
+    return (_seq_to_heads(q_c, axis, "q"), _seq_to_heads(k_c, axis, "k"),
+            _seq_to_heads(v_c, axis, "v"))
+  if packed_mode(chunk, degree) == "qkv":
+    # Stacked on an axis after the sequence so one tiled all-to-all splits heads per device.
+    with jax.named_scope("all_to_all_qkv"):
+      qkv = lax.all_to_all(jnp.stack([q_c, k_c, v_c], axis=2), axis, split_axis=3,
+                           concat_axis=1, tiled=True)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+  with jax.named_scope("all_to_all_kv"):
+    kv = lax.all_to_all(jnp.stack([k_c, v_c], axis=2), axis, split_axis=3, concat_axis=1,
+                        tiled=True)
+  return _seq_to_heads(q_c, axis, "q"), kv[:, :, 0], kv[:, :, 1]
+
+
+def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
+                  kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
+                  packed_qkv: bool) -> jax.Array:
+  """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
+  send = lambda i: _send(q_BxSxHxD, k_BxSxKxD, v_BxSxKxD, plan.chunks[i], axis, plan.degree,
+                         packed_qkv)
+  with jax.named_scope("ulysses_chunk0"):
+    incoming = send(0)
+  outs = []
+  for i in range(len(plan.chunks)):
+    current = incoming
+    if i + 1 < len(plan.chunks):
+      with jax.named_scope(f"ulysses_chunk{i + 1}"):
+        incoming = send(i + 1)
+    with jax.named_scope(f"ulysses_chunk{i}"):
+      with jax.named_scope("attention"):
+        out_BxSxhxD = attend(*current, kv_valid_len)
+      with jax.named_scope("all_to_all_out"):
+        outs.append(lax.all_to_all(out_BxSxhxD, axis, split_axis=1, concat_axis=2, tiled=True))
+  out_BxSxHxD = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
+  return out_BxSxHxD[:, :, :plan.heads]
+
+
+def kernel_attend(kernel: str, kernel_options) -> AttendFn:
+  return lambda q, k, v, valid: kernels.local_attention(
+      q, k, v, kernel=kernel, kv_valid_len=valid, options=kernel_options)
+
+
+def prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, seq_multiple: int, padded_heads: int):
+  """Pads sequences to `seq_multiple` and q heads to `padded_heads`; returns the key mask too."""
+  seq_kv = k_BxTxKxD.shape[1]
+  q_BxSxHxD = padding.pad_axis(padding.pad_seq(q_BxSxHxD, seq_multiple), padding.HEAD_AXIS,
+                               padded_heads)
+  k_BxTxKxD = padding.pad_seq(k_BxTxKxD, seq_multiple)
+  v_BxTxKxD = padding.pad_seq(v_BxTxKxD, seq_multiple)
+  valid = padding.valid_len_after_padding(kv_valid_len, seq_kv, k_BxTxKxD.shape[1])
+  return q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, valid
+
+
+def ulysses_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
+                      mesh: Mesh, num_chunks: int, kernel: str, packed_qkv: bool,
+                      kv_valid_len, kernel_options) -> jax.Array:
+  """Ulysses over 'context' on global arrays; chunk counts already validated."""
+  degree = mesh.shape[mesh_axes.CONTEXT]
+  heads, kv_heads = q_BxSxHxD.shape[2], k_BxTxKxD.shape[2]
+  plan = heads_lib.plan_heads(heads, kv_heads, degree, num_chunks)
+  heads_lib.log_plan(plan, "ulysses", kernel)
+  seq = q_BxSxHxD.shape[1]
+  q, k, v, valid = prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, degree,
+                           plan.padded_heads)
+  local = lambda q, k, v, valid: ulysses_local(
+      q, k, v, valid, plan=plan, axis=mesh_axes.CONTEXT,
+      attend=kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv)
+  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid)
+  return out[:, :seq]
