@@ -1,0 +1,201 @@
+"""Trace analysis: collective, compute, exposed-collective time and overlap per captured step."""
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import re
+import statistics
+from typing import Any, Iterable
+
+from harness import overlap
+from harness.trace_events import OpEvent, Trace, TraceError, op_name, read_trace
+
+__all__ = ["TraceError", "analyze", "find_capture", "format_table", "trace_scalars"]
+
+COLLECTIVE_KINDS = ("all-to-all", "collective-permute", "all-gather", "reduce-scatter",
+                    "all-reduce")
+# reduce-scatter before all-reduce: "all-reduce-scatter" style names are reduce-scatters.
+_KIND = re.compile(r"(all-to-all|collective-permute|all-gather|reduce-scatter|all-reduce)"
+                   r"(-start|-done)?")
+# Scopes (or, without HLO text, op names) that mark attention work; see docs/profiling.md.
+_ATTENTION = re.compile(r"attention|ulysses|splash|flash|(?<![a-z])ring(?![a-z])", re.I)
+_HLO_LINE = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name="([^"]*)"')
+
+
+def collective_kind(name: str) -> tuple[str | None, str]:
+  """('all-to-all', '-start') for 'all-to-all-start.3'; (None, '') for compute ops."""
+  match = _KIND.search(op_name(name))
+  if not match:
+    return None, ""
+  return match.group(1), match.group(2) or ""
+
+
+def hlo_scopes(hlo_text: str) -> dict[str, str]:
+  """Maps HLO instruction name → op_name metadata (the JAX named-scope path)."""
+  scopes = {}
+  for line in hlo_text.splitlines():
+    match = _HLO_LINE.match(line)
+    if match:
+      scopes[match.group(1)] = match.group(2)
+  return scopes
+
+
+def find_capture(path: str) -> tuple[str, list[str]]:
+  """Resolves a run dir, tensorboard dir, capture dir or file to (capture dir, xplane files)."""
+  if not os.path.exists(path):
+    raise TraceError(f"{path} does not exist")
+  if os.path.isfile(path):
+    return os.path.dirname(path), [path]
+  for pattern in ("", "plugins/profile/*", "tensorboard/plugins/profile/*"):
+    folders = sorted(glob.glob(os.path.join(path, pattern)) if pattern else [path])
+    folders = [f for f in folders if glob.glob(os.path.join(f, "*.xplane.pb"))]
+    if folders:
+      # The newest capture; session names sort by time, mtime breaks ties.
+      capture = max(folders, key=lambda f: (os.path.getmtime(f), f))
+      return capture, sorted(glob.glob(os.path.join(capture, "*.xplane.pb")))
+  raise TraceError(f"no .xplane.pb under {path} (expected a run, tensorboard or capture folder)")
+
+
+def _collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float]]:
+  """(kind, start, end) per collective; an async start/done pair spans start→done."""
+  spans, open_starts = [], collections.defaultdict(list)
+  for op in sorted(ops, key=lambda o: o.start_ns):
+    kind, phase = collective_kind(op.name)
+    if phase == "-start":
+      open_starts[kind].append(op)
+    elif phase == "-done" and open_starts[kind]:
+      # Same numeric suffix first (XLA usually numbers pairs alike), else the oldest.
+      suffix = op.name.rsplit(".", 1)[-1] if "." in op.name else ""
+      starts = open_starts[kind]
+      start = next((s for s in starts if s.name.endswith("." + suffix) and suffix), starts[0])
+      starts.remove(start)
+      spans.append((kind, start.start_ns, op.end_ns))
+    else:
+      spans.append((kind, op.start_ns, op.end_ns))
+  for kind, starts in open_starts.items():
+    spans.extend((kind, s.start_ns, s.end_ns) for s in starts)
+  return spans
+
+
+def _device_step(ops: list[OpEvent], scopes: dict[str, str]) -> dict[str, Any]:
+  """Breakdown of one device's ops of one step, in seconds."""
+  compute = [op for op in ops if collective_kind(op.name)[0] is None]
+  spans = _collective_spans([op for op in ops if collective_kind(op.name)[0]])
+  attention = [(op.start_ns, op.end_ns) for op in compute
+               if _ATTENTION.search(scopes.get(op.name, op.name if not scopes else ""))]
+  b = overlap.breakdown([(s, e) for _, s, e in spans],
+                        [(op.start_ns, op.end_ns) for op in compute], attention)
+  kinds: dict[str, dict[str, float]] = {}
+  for kind, start, end in spans:
+    entry = kinds.setdefault(kind, {"count": 0, "time_s": 0.0})
+    entry["count"] += 1
+    entry["time_s"] += (end - start) * 1e-9
+  return {"wall_s": b.wall * 1e-9, "collective_s": b.collective * 1e-9,
+          "compute_s": b.compute * 1e-9, "exposed_collective_s": b.exposed_collective * 1e-9,
+          "attention_s": b.attention * 1e-9, "collectives": kinds}
+
+
+def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """Mean of per-device (or per-step) breakdowns; a kind missing on a row counts as zero."""
+  keys = ("wall_s", "collective_s", "compute_s", "exposed_collective_s", "attention_s")
+  out: dict[str, Any] = {k: statistics.fmean(r[k] for r in rows) for k in keys}
+  kinds = sorted({k for r in rows for k in r["collectives"]})
+  out["collectives"] = {
+      k: {f: statistics.fmean(r["collectives"].get(k, {}).get(f, 0) for r in rows)
+          for f in ("count", "time_s")} for k in kinds}
+  return _with_ratios(out)
+
+
+def _with_ratios(row: dict[str, Any]) -> dict[str, Any]:
+  coll, comp = row["collective_s"], row["compute_s"]
+  row["overlap_fraction"] = 1.0 - row["exposed_collective_s"] / coll if coll > 0 else None
+  row["attention_share"] = row["attention_s"] / comp if comp > 0 else None
+  return row
+
+
+def _step_executions(trace: Trace) -> tuple[str, list[list[OpEvent]], dict[str, Any]]:
+  """The step module (most device time) and its executions in time order."""
+  per_module: dict[str, float] = collections.defaultdict(float)
+  executions: dict[Any, list[OpEvent]] = collections.defaultdict(list)
+  for op in trace.ops:
+    per_module[op.module] += op.end_ns - op.start_ns
+    executions[op.execution].append(op)
+  step_module = max(per_module, key=per_module.get)
+  steps = [ops for ops in executions.values() if ops[0].module == step_module]
+  steps.sort(key=lambda ops: min(op.start_ns for op in ops))
+  modules = {m: {"executions": sum(1 for e in executions.values() if e[0].module == m),
+                 "time_s": t * 1e-9} for m, t in sorted(per_module.items())}
+  return step_module, steps, modules
+
+
+def analyze_trace(trace: Trace, scopes: dict[str, str] | None = None) -> dict[str, Any]:
+  """Per-step, per-device breakdown of a parsed trace; see analyze()."""
+  scopes = scopes or {}
+  step_module, steps, modules = _step_executions(trace)
+  per_step = []
+  for i, ops in enumerate(steps):
+    by_device: dict[str, list[OpEvent]] = collections.defaultdict(list)
+    for op in ops:
+      by_device[op.device].append(op)
+    row = _mean([_device_step(by_device[d], scopes) for d in sorted(by_device)])
+    row["devices"] = len(by_device)
+    if len(trace.markers) == len(steps):
+      row["step"] = trace.markers[i].step
+      row["marker_s"] = (trace.markers[i].end_ns - trace.markers[i].start_ns) * 1e-9
+    per_step.append(row)
+  result = _mean(per_step)
+  result.update(platform=trace.platform, steps=len(per_step), per_step=per_step,
+                module=step_module, modules=modules, devices=per_step[0]["devices"],
+                step_markers=len(trace.markers),
+                attention_rule="hlo op_name scopes" if scopes else "op names")
+  return result
+
+
+def analyze(path: str, hlo_text: str | None = None) -> dict[str, Any]:
+  """Analyses the newest capture under `path`; per-step means, per device then averaged.
+
+  `hlo_text` (compiled.as_text() of the step) maps ops to named scopes for the attention
+  share; without it, `*.hlo.txt` files in the capture folder are used, else op names.
+  """
+  capture, files = find_capture(path)
+  if hlo_text is None:
+    texts = [open(f).read() for f in sorted(glob.glob(os.path.join(capture, "*.hlo.txt")))]
+    hlo_text = "\n".join(texts)
+  result = analyze_trace(read_trace(files), hlo_scopes(hlo_text))
+  result["capture"] = capture
+  return result
+
+
+def trace_scalars(result: dict[str, Any]) -> dict[str, float]:
+  """TensorBoard scalars `trace/...` of an analyze() result (None values left out)."""
+  keys = ("collective_s", "compute_s", "exposed_collective_s", "overlap_fraction",
+          "attention_share", "wall_s")
+  return {f"trace/{k}": float(result[k]) for k in keys if result.get(k) is not None}
+
+
+def _fmt(value: float | None, unit: str = "ms") -> str:
+  if value is None:
+    return "-"
+  return f"{value * 1e3:.3f}" if unit == "ms" else f"{value:.3f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+  """A readable console table of an analyze() result."""
+  head = (f"trace: {result['platform']}, module {result['module']}, {result['steps']} step(s) x "
+          f"{result['devices']} device(s), per step and device (ms)")
+  cols = ("step", "wall", "collective", "compute", "exposed", "overlap", "attn share")
+  lines = [head, "  ".join(f"{c:>10}" for c in cols)]
+
+  def row(label: str, r: dict[str, Any]) -> str:
+    cells = (label, _fmt(r["wall_s"]), _fmt(r["collective_s"]), _fmt(r["compute_s"]),
+             _fmt(r["exposed_collective_s"]), _fmt(r["overlap_fraction"], ""),
+             _fmt(r["attention_share"], ""))
+    return "  ".join(f"{c:>10}" for c in cells)
+
+  for i, r in enumerate(result["per_step"]):
+    lines.append(row(str(r.get("step", i)), r))
+  lines.append(row("mean", result))
+  for kind, entry in result["collectives"].items():
+    lines.append(f"  {kind:<20} {entry['count']:8.1f} per step  {_fmt(entry['time_s'])} ms")
+  return "\n".join(lines)
