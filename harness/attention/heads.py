@@ -6,6 +6,11 @@ Rules (see docs/attention.md):
   * The (padded) heads form n = heads / D units of D heads. C chunks take consecutive units; when C does
     not divide n, the first n % C chunks take one unit more. So every chunk is a multiple of D heads and
     the valid chunk counts are 1..n.
+  * kv heads are first repeated to one per q head (a local copy), then padded like q. A chunk whose
+    devices each hold whole kv groups of `group` q heads sends every group-th kv head only and
+    repeats it again after the all-to-all; the backward returns one kv gradient per q head, which is
+    summed over each group once, at the end. That keeps results independent of the chunk count bit
+    for bit, at the price of a backward kv all-to-all as large as q's.
   * After a chunk's all-to-all, device j holds the chunk's q heads [a + j*s, a + (j+1)*s), s = size / D.
     Its kv slab holds, per device, the fewest kv heads m (a divisor of s) such that local q head i reads
     local kv head i // (s / m), which is the kernels' GQA rule. MHA sends kv heads as they are; GQA and
@@ -28,12 +33,9 @@ class ChunkPlan:
   kv_per_device: int
 
   @property
-  def kv_range(self) -> Range | None:
-    """(first, last + 1) when the slab is a contiguous run of kv heads, else None (a gather)."""
-    first = self.kv_index[0]
-    if self.kv_index == tuple(range(first, first + len(self.kv_index))):
-      return first, first + len(self.kv_index)
-    return None
+  def group(self) -> int:
+    """How many consecutive q heads on a device share one kv slot."""
+    return (self.stop - self.start) // len(self.kv_index)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ all-to-alls before group i's attention so that a latency-hiding scheduler may ru
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -23,54 +24,71 @@ AttendFn = Callable[[jax.Array, jax.Array, jax.Array, object], jax.Array]
 
 
 def _seq_to_heads(x_BxSxNxD: jax.Array, axis: str, name: str) -> jax.Array:
+  """Sequence-sharded to head-sharded; heads are the second-to-last axis (stacked inputs too)."""
   with jax.named_scope(f"all_to_all_{name}"):
-    return lax.all_to_all(x_BxSxNxD, axis, split_axis=2, concat_axis=1, tiled=True)
+    return lax.all_to_all(x_BxSxNxD, axis, split_axis=x_BxSxNxD.ndim - 2, concat_axis=1,
+                          tiled=True)
 
 
-def _kv_slab(x_BxSxKxD: jax.Array, chunk: heads_lib.ChunkPlan) -> jax.Array:
-  kv_range = chunk.kv_range
-  if kv_range is not None:
-    return x_BxSxKxD[:, :, kv_range[0]:kv_range[1]]
-  return jnp.take(x_BxSxKxD, jnp.asarray(chunk.kv_index), axis=2)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _send_grouped(kv_BxSx2xhxD: jax.Array, axis: str, group: int) -> jax.Array:
+  """Sends every group-th kv head and repeats it on arrival; see heads.py for the backward."""
+  sent = _seq_to_heads(kv_BxSx2xhxD[..., ::group, :], axis, "kv")
+  return jnp.repeat(sent, group, axis=-2)
 
 
-def packed_mode(chunk: heads_lib.ChunkPlan, degree: int) -> str:
+def _send_grouped_fwd(kv_BxSx2xhxD, axis, group):
+  return _send_grouped(kv_BxSx2xhxD, axis, group), None
+
+
+def _send_grouped_bwd(axis, group, _, ct_BxSx2xhxD):
+  # One gradient per q head, as if each had its own kv head; the caller sums each group later.
+  del group
+  with jax.named_scope("all_to_all_kv_grad"):
+    return (lax.all_to_all(ct_BxSx2xhxD, axis, split_axis=1, concat_axis=ct_BxSx2xhxD.ndim - 2,
+                           tiled=True),)
+
+
+_send_grouped.defvjp(_send_grouped_fwd, _send_grouped_bwd)
+
+
+def packed_mode(chunk: heads_lib.ChunkPlan) -> str:
   """'qkv' when q and kv slabs have one shape (one all-to-all), else 'kv' (q sent apart)."""
-  return "qkv" if chunk.kv_per_device * degree == chunk.stop - chunk.start else "kv"
+  return "qkv" if chunk.group == 1 else "kv"
 
 
 def all_to_alls_per_chunk(plan: heads_lib.HeadPlan, packed_qkv: bool) -> tuple[int, ...]:
   """All-to-alls a forward pass issues per chunk: 4, or 2 (packed q,k,v) / 3 (packed k,v)."""
   if not packed_qkv:
     return tuple(4 for _ in plan.chunks)
-  return tuple(2 if packed_mode(c, plan.degree) == "qkv" else 3 for c in plan.chunks)
+  return tuple(2 if packed_mode(c) == "qkv" else 3 for c in plan.chunks)
 
 
-def _send(q_BxSxHxD, k_BxSxKxD, v_BxSxKxD, chunk, axis, degree, packed_qkv):
+def _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, chunk, axis, packed_qkv):
   """Slices one head group and all-to-alls it to head-sharded, full-sequence blocks."""
-  q_c = q_BxSxHxD[:, :, chunk.start:chunk.stop]
-  k_c, v_c = _kv_slab(k_BxSxKxD, chunk), _kv_slab(v_BxSxKxD, chunk)
+  q_c, k_c, v_c = (x[:, :, chunk.start:chunk.stop] for x in (q_BxSxHxD, k_BxSxHxD, v_BxSxHxD))
+  if chunk.group > 1 and not packed_qkv:
+    return (_seq_to_heads(q_c, axis, "q"), _send_grouped(k_c, axis, chunk.group),
+            _send_grouped(v_c, axis, chunk.group))
+  if chunk.group > 1:
+    kv = _send_grouped(jnp.stack([k_c, v_c], axis=2), axis, chunk.group)
+    return _seq_to_heads(q_c, axis, "q"), kv[:, :, 0], kv[:, :, 1]
   if not packed_qkv:
     return (_seq_to_heads(q_c, axis, "q"), _seq_to_heads(k_c, axis, "k"),
             _seq_to_heads(v_c, axis, "v"))
-  if packed_mode(chunk, degree) == "qkv":
-    # Stacked on an axis after the sequence so one tiled all-to-all splits heads per device.
-    with jax.named_scope("all_to_all_qkv"):
-      qkv = lax.all_to_all(jnp.stack([q_c, k_c, v_c], axis=2), axis, split_axis=3,
-                           concat_axis=1, tiled=True)
-    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-  with jax.named_scope("all_to_all_kv"):
-    kv = lax.all_to_all(jnp.stack([k_c, v_c], axis=2), axis, split_axis=3, concat_axis=1,
-                        tiled=True)
-  return _seq_to_heads(q_c, axis, "q"), kv[:, :, 0], kv[:, :, 1]
+  qkv = _seq_to_heads(jnp.stack([q_c, k_c, v_c], axis=2), axis, "qkv")
+  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
 
 def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
                   kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
                   packed_qkv: bool) -> jax.Array:
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
-  send = lambda i: _send(q_BxSxHxD, k_BxSxKxD, v_BxSxKxD, plan.chunks[i], axis, plan.degree,
-                         packed_qkv)
+  # One kv head per q head (a local copy for GQA); its transpose sums each kv group once.
+  k_BxSxHxD, v_BxSxHxD = (
+      padding.pad_axis(jnp.repeat(x, plan.heads // plan.kv_heads, axis=2), padding.HEAD_AXIS,
+                       plan.padded_heads) for x in (k_BxSxKxD, v_BxSxKxD))
+  send = lambda i: _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, plan.chunks[i], axis, packed_qkv)
   with jax.named_scope("ulysses_chunk0"):
     incoming = send(0)
   outs = []
