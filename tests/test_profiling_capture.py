@@ -117,3 +117,31 @@ def test_close_stops_an_unfinished_window(tmp_path):
 def test_bad_window_names_the_binding():
   with pytest.raises(ValueError, match=r"^profiler\.num_steps=0: "):
     ProfilerWindow("/tmp/x", enabled=True, start_step=0, num_steps=0)
+
+
+def test_chunked_ulysses_all_to_all_count_matches_hlo(tmp_path):
+  from harness.attention import context_parallel_attention  # pylint: disable=import-outside-toplevel
+  from harness.mesh import make_mesh  # pylint: disable=import-outside-toplevel
+  mesh = make_mesh(context=8)
+  q_BxSxHxD = jnp.ones((1, 64, 16, 8))
+  attend = jax.jit(lambda q, k, v: context_parallel_attention(
+      q, k, v, mesh=mesh, variant="ulysses", num_chunks=2))
+  hlo_text = attend.lower(q_BxSxHxD, q_BxSxHxD, q_BxSxHxD).compile().as_text()
+  attend(q_BxSxHxD, q_BxSxHxD, q_BxSxHxD).block_until_ready()
+  window = ProfilerWindow(str(tmp_path), enabled=True, start_step=0, num_steps=2)
+  window.add_hlo_text("attend", hlo_text)
+  for i in range(2):
+    window.before_step(i)
+    with window.step_annotation(i):
+      out = attend(q_BxSxHxD, q_BxSxHxD, q_BxSxHxD)
+      out.block_until_ready()
+    window.after_step(i, out)
+  result = analyze(str(tmp_path))
+  # q, k, v and the output, once per head group.
+  assert len(re.findall(r"\ball-to-all(?:-start)?\(", hlo_text)) == 8
+  assert result["collectives"]["all-to-all"]["count"] == 8
+  assert result["steps"] == 2 and result["devices"] == 8
+  for row in result["per_step"]:
+    assert 0 < row["collective_s"] <= row["marker_s"]
+    assert 0 < row["compute_s"] <= row["marker_s"]
+  assert result["attention_share"] > 0.5
