@@ -57,18 +57,24 @@ def find_capture(path: str) -> tuple[str, list[str]]:
   raise TraceError(f"no .xplane.pb under {path} (expected a run, tensorboard or capture folder)")
 
 
-def _collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float]]:
-  """(kind, start, end) per collective; an async start/done pair spans start→done."""
+def _pair_tail(name: str) -> str:
+  """'.5' for 'all-to-all-start.5' and 'all-to-all-done.5'; '' for the unnumbered pair."""
+  name = op_name(name)
+  match = _KIND.search(name)
+  return name[match.end():] if match else ""
+
+
+def collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float]]:
+  """(kind, start, end) per collective op given; an async start/done pair spans start→done."""
   spans, open_starts = [], collections.defaultdict(list)
   for op in sorted(ops, key=lambda o: o.start_ns):
     kind, phase = collective_kind(op.name)
     if phase == "-start":
       open_starts[kind].append(op)
     elif phase == "-done" and open_starts[kind]:
-      # Same numeric suffix first (XLA usually numbers pairs alike), else the oldest.
-      suffix = op.name.rsplit(".", 1)[-1] if "." in op.name else ""
-      starts = open_starts[kind]
-      start = next((s for s in starts if s.name.endswith("." + suffix) and suffix), starts[0])
+      # XLA names a pair alike (all-to-all-start.5 / all-to-all-done.5); else the oldest.
+      starts, tail = open_starts[kind], _pair_tail(op.name)
+      start = next((s for s in starts if _pair_tail(s.name) == tail), starts[0])
       starts.remove(start)
       spans.append((kind, start.start_ns, op.end_ns))
     else:
@@ -81,7 +87,7 @@ def _collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float]]:
 def _device_step(ops: list[OpEvent], scopes: dict[str, str]) -> dict[str, Any]:
   """Breakdown of one device's ops of one step, in seconds."""
   compute = [op for op in ops if collective_kind(op.name)[0] is None]
-  spans = _collective_spans([op for op in ops if collective_kind(op.name)[0]])
+  spans = collective_spans([op for op in ops if collective_kind(op.name)[0]])
   attention = [(op.start_ns, op.end_ns) for op in compute
                if _ATTENTION.search(scopes.get(op.name, op.name if not scopes else ""))]
   b = overlap.breakdown([(s, e) for _, s, e in spans],

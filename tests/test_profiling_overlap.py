@@ -2,7 +2,7 @@
 import pytest
 
 from harness import overlap
-from harness.profiling import analyze_trace, collective_kind
+from harness.profiling import analyze_trace, collective_kind, collective_spans
 from harness.trace_events import OpEvent, StepMarker, Trace
 
 
@@ -93,3 +93,15 @@ def test_attention_share_from_hlo_scopes_and_from_op_names():
   by_scope = analyze_trace(Trace("tpu", ops, []), scopes)
   assert by_scope["attention_share"] == pytest.approx(7 / 8)
   assert by_scope["attention_rule"] == "hlo op_name scopes"
+
+
+def test_async_pairs_match_by_name_even_when_interleaved():
+  # TPU numbering as in a scheduled chunked Ulysses step: the unnumbered pair is a pair too.
+  ops = [_op("a", "all-to-all-start.1", 0, 1), _op("a", "all-to-all-start", 1, 2),
+         _op("a", "all-to-all-done", 10, 11),
+         _op("a", "all-to-all-done.1", 20, 30), _op("a", "all-gather-done.4", 30, 31),
+         _op("a", "all-gather-start.4", 40, 41)]
+  assert collective_spans(ops) == [
+      ("all-to-all", 1e3, 11e3), ("all-to-all", 0, 30e3),
+      ("all-gather", 30e3, 31e3),  # a done without a start counts alone
+      ("all-gather", 40e3, 41e3)]  # so does a start cut off by the capture's end
