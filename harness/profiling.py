@@ -20,6 +20,7 @@ _KIND = re.compile(r"(all-to-all|collective-permute|all-gather|reduce-scatter|al
                    r"(-start|-done)?")
 # Scopes (or, without HLO text, op names) that mark attention work; see docs/profiling.md.
 _ATTENTION = re.compile(r"attention|ulysses|splash|flash|(?<![a-z])ring(?![a-z])", re.I)
+_CHUNK = re.compile(r"chunk_?(\d+)")
 _HLO_LINE = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name="([^"]*)"')
 
 
@@ -64,8 +65,8 @@ def _pair_tail(name: str) -> str:
   return name[match.end():] if match else ""
 
 
-def collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float]]:
-  """(kind, start, end) per collective op given; an async start/done pair spans start→done."""
+def collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float, str]]:
+  """(kind, start, end, op) per collective op given; an async pair spans start→done."""
   spans, open_starts = [], collections.defaultdict(list)
   for op in sorted(ops, key=lambda o: o.start_ns):
     kind, phase = collective_kind(op.name)
@@ -76,12 +77,35 @@ def collective_spans(ops: list[OpEvent]) -> list[tuple[str, float, float]]:
       starts, tail = open_starts[kind], _pair_tail(op.name)
       start = next((s for s in starts if _pair_tail(s.name) == tail), starts[0])
       starts.remove(start)
-      spans.append((kind, start.start_ns, op.end_ns))
+      spans.append((kind, start.start_ns, op.end_ns, start.name))
     else:
-      spans.append((kind, op.start_ns, op.end_ns))
+      spans.append((kind, op.start_ns, op.end_ns, op.name))
   for kind, starts in open_starts.items():
-    spans.extend((kind, s.start_ns, s.end_ns) for s in starts)
+    spans.extend((kind, s.start_ns, s.end_ns, s.name) for s in starts)
   return spans
+
+
+def _chunk_breakdown(spans: list[tuple[str, float, float, str]], compute: list[OpEvent],
+                     scopes: dict[str, str]) -> dict[str, dict[str, float]]:
+  """Per head group (scope '…chunk<i>…'): its collectives, how exposed, its compute."""
+
+  def chunk_of(name: str) -> str | None:
+    match = _CHUNK.search(scopes.get(name, ""))
+    return match.group(1) if match else None
+
+  all_compute = [(op.start_ns, op.end_ns) for op in compute]
+  chunks: dict[str, dict[str, list]] = collections.defaultdict(lambda: {"coll": [], "comp": []})
+  for _, start, end, name in spans:
+    if chunk_of(name) is not None:
+      chunks[chunk_of(name)]["coll"].append((start, end))
+  for op in compute:
+    if chunk_of(op.name) is not None:
+      chunks[chunk_of(op.name)]["comp"].append((op.start_ns, op.end_ns))
+  return {i: {"collective_s": overlap.measure(c["coll"]) * 1e-9,
+              "exposed_collective_s": overlap.measure(
+                  overlap.subtract(c["coll"], all_compute)) * 1e-9,
+              "compute_s": overlap.measure(c["comp"]) * 1e-9}
+          for i, c in sorted(chunks.items(), key=lambda kv: int(kv[0]))}
 
 
 def _device_step(ops: list[OpEvent], scopes: dict[str, str]) -> dict[str, Any]:
@@ -90,26 +114,33 @@ def _device_step(ops: list[OpEvent], scopes: dict[str, str]) -> dict[str, Any]:
   spans = collective_spans([op for op in ops if collective_kind(op.name)[0]])
   attention = [(op.start_ns, op.end_ns) for op in compute
                if _ATTENTION.search(scopes.get(op.name, op.name if not scopes else ""))]
-  b = overlap.breakdown([(s, e) for _, s, e in spans],
+  b = overlap.breakdown([(s, e) for _, s, e, _ in spans],
                         [(op.start_ns, op.end_ns) for op in compute], attention)
   kinds: dict[str, dict[str, float]] = {}
-  for kind, start, end in spans:
+  for kind, start, end, _ in spans:
     entry = kinds.setdefault(kind, {"count": 0, "time_s": 0.0})
     entry["count"] += 1
     entry["time_s"] += (end - start) * 1e-9
   return {"wall_s": b.wall * 1e-9, "collective_s": b.collective * 1e-9,
           "compute_s": b.compute * 1e-9, "exposed_collective_s": b.exposed_collective * 1e-9,
-          "attention_s": b.attention * 1e-9, "collectives": kinds}
+          "attention_s": b.attention * 1e-9, "collectives": kinds,
+          "chunks": _chunk_breakdown(spans, compute, scopes)}
+
+
+def _mean_nested(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+  """Field-wise mean of {name: {field: value}} tables; a missing name counts as zeros."""
+  names = sorted({n for t in tables for n in t}, key=lambda n: (len(n), n))
+  fields = sorted({f for t in tables for entry in t.values() for f in entry})
+  return {n: {f: statistics.fmean(t.get(n, {}).get(f, 0) for t in tables) for f in fields}
+          for n in names}
 
 
 def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
-  """Mean of per-device (or per-step) breakdowns; a kind missing on a row counts as zero."""
+  """Mean of per-device (or per-step) breakdowns."""
   keys = ("wall_s", "collective_s", "compute_s", "exposed_collective_s", "attention_s")
   out: dict[str, Any] = {k: statistics.fmean(r[k] for r in rows) for k in keys}
-  kinds = sorted({k for r in rows for k in r["collectives"]})
-  out["collectives"] = {
-      k: {f: statistics.fmean(r["collectives"].get(k, {}).get(f, 0) for r in rows)
-          for f in ("count", "time_s")} for k in kinds}
+  out["collectives"] = _mean_nested([r["collectives"] for r in rows])
+  out["chunks"] = _mean_nested([r["chunks"] for r in rows])
   return _with_ratios(out)
 
 
@@ -204,4 +235,7 @@ def format_table(result: dict[str, Any]) -> str:
   lines.append(row("mean", result))
   for kind, entry in result["collectives"].items():
     lines.append(f"  {kind:<20} {entry['count']:8.1f} per step  {_fmt(entry['time_s'])} ms")
+  for chunk, entry in result["chunks"].items():
+    lines.append(f"  chunk {chunk:<14} collective {_fmt(entry['collective_s'])} ms, exposed "
+                 f"{_fmt(entry['exposed_collective_s'])} ms, compute {_fmt(entry['compute_s'])} ms")
   return "\n".join(lines)

@@ -145,3 +145,6 @@ def test_chunked_ulysses_all_to_all_count_matches_hlo(tmp_path):
     assert 0 < row["collective_s"] <= row["marker_s"]
     assert 0 < row["compute_s"] <= row["marker_s"]
   assert result["attention_share"] > 0.5
+  # Scopes ulysses_chunk0 / ulysses_chunk1 split the step per head group.
+  assert sorted(result["chunks"]) == ["0", "1"]
+  assert all(c["collective_s"] > 0 and c["compute_s"] > 0 for c in result["chunks"].values())

@@ -43,6 +43,17 @@ def test_async_pairs_count_once_and_span_start_to_done(result):
   }
 
 
+def test_chunk_breakdown_shows_chunk0_all_to_all_under_chunk1_attention(result):
+  # Chunk 0's async all-to-all spans [10, 45) us; chunk 1's fusion.2 runs inside it for
+  # 28 us (TPU:0) or 18 us (TPU:1), leaving 7 or 17 us exposed.
+  assert result["chunks"] == {
+      "0": {"collective_s": pytest.approx(35 * US, rel=1e-9),
+            "exposed_collective_s": pytest.approx(12 * US, rel=1e-9), "compute_s": 0},
+      "1": {"collective_s": 0, "exposed_collective_s": 0,
+            "compute_s": pytest.approx(23 * US, rel=1e-9)},
+  }
+
+
 def test_a_single_file_reads_the_hlo_text_beside_it(result):
   alone = analyze(os.path.join(FIXTURE, "host0.xplane.pb"))
   assert alone["attention_share"] == result["attention_share"]

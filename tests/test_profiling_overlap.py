@@ -102,6 +102,7 @@ def test_async_pairs_match_by_name_even_when_interleaved():
          _op("a", "all-to-all-done.1", 20, 30), _op("a", "all-gather-done.4", 30, 31),
          _op("a", "all-gather-start.4", 40, 41)]
   assert collective_spans(ops) == [
-      ("all-to-all", 1e3, 11e3), ("all-to-all", 0, 30e3),
-      ("all-gather", 30e3, 31e3),  # a done without a start counts alone
-      ("all-gather", 40e3, 41e3)]  # so does a start cut off by the capture's end
+      ("all-to-all", 1e3, 11e3, "all-to-all-start"),
+      ("all-to-all", 0, 30e3, "all-to-all-start.1"),
+      ("all-gather", 30e3, 31e3, "all-gather-done.4"),  # a done without a start counts alone
+      ("all-gather", 40e3, 41e3, "all-gather-start.4")]  # as does a start the capture cut off
