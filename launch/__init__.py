@@ -1,0 +1,1 @@
+"""Sweeps over harness runs: expansion, local / XPK / AOT backends, and reports."""

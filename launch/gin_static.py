@@ -1,0 +1,87 @@
+"""Reads gin files without executing them: literal bindings, macros and includes."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Sequence
+
+from gin import config_parser
+
+
+@dataclasses.dataclass(frozen=True)
+class GinRef:
+  """A `@name` or `@name()` reference kept as text, to be written back into a binding."""
+  name: str
+  evaluate: bool
+
+  def __repr__(self) -> str:
+    return f"@{self.name}()" if self.evaluate else f"@{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GinMacro:
+  """A `%NAME` macro that the file itself does not define (left for the harness to resolve)."""
+  name: str
+
+  def __repr__(self) -> str:
+    return f"%{self.name}"
+
+
+class _Delegate(config_parser.ParserDelegate):
+  """Keeps references and macros as placeholders instead of resolving them through gin."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return GinRef(scoped_configurable_name, bool(evaluate))
+
+  def macro(self, macro_name):
+    return GinMacro(macro_name)
+
+
+def _resolve_macros(value: Any, macros: dict[str, Any]) -> Any:
+  """Replaces macros defined earlier in the same files by their values."""
+  if isinstance(value, GinMacro) and value.name in macros:
+    return macros[value.name]
+  if isinstance(value, list):
+    return [_resolve_macros(v, macros) for v in value]
+  if isinstance(value, tuple):
+    return tuple(_resolve_macros(v, macros) for v in value)
+  if isinstance(value, dict):
+    return {_resolve_macros(k, macros): _resolve_macros(v, macros) for k, v in value.items()}
+  return value
+
+
+def find_file(name: str, search_paths: Sequence[pathlib.Path]) -> pathlib.Path | None:
+  """The first existing `name` as given or under a search path."""
+  for candidate in [pathlib.Path(name)] + [pathlib.Path(p) / name for p in search_paths]:
+    if candidate.is_file():
+      return candidate
+  return None
+
+
+def read_bindings(path: pathlib.Path, search_paths: Sequence[pathlib.Path] = (),
+                  _macros: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Bindings `[scope/]selector.param -> value` of a file and its includes, later wins."""
+  macros = {} if _macros is None else _macros
+  bindings: dict[str, Any] = {}
+  try:
+    text = pathlib.Path(path).read_text()
+    statements = list(config_parser.ConfigParser(text, _Delegate()))
+  except OSError as err:
+    raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+  except Exception as err:  # gin raises SyntaxError / tokenize errors on malformed text
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    raise ValueError(f"{path}: cannot parse gin ({first})") from None
+  for st in statements:
+    if isinstance(st, config_parser.IncludeStatement):
+      included = find_file(st.filename, [pathlib.Path(path).parent, *search_paths])
+      if included is None:
+        raise ValueError(f"{path}: include '{st.filename}' not found")
+      bindings.update(read_bindings(included, search_paths, macros))
+    elif isinstance(st, config_parser.BindingStatement):
+      value = _resolve_macros(st.value, macros)
+      if not st.arg_name:  # `NAME = value` defines a macro
+        macros[st.selector] = value
+        continue
+      key = f"{st.selector}.{st.arg_name}"
+      bindings[f"{st.scope}/{key}" if st.scope else key] = value
+  return bindings
