@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class ProfilerWindow:
     self.start_step = start_step
     self.num_steps = num_steps
     self.process_index = process_index
+    self.all_hosts = all_hosts
     self._active: str | None = None
     self._captures: list[str] = []
     self._hlo_texts: dict[str, str] = {}
@@ -83,8 +86,13 @@ class ProfilerWindow:
     self.close()
 
   def _session_name(self, step: int) -> str:
-    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime())
-    base = f"{stamp}_step{step}_p{self.process_index}"
+    """'<UTC time>_step<N>', the same on every host so hosts share one capture folder."""
+    seconds = int(time.time())
+    if self.all_hosts and jax.process_count() > 1:
+      # Host clocks straddle second boundaries; take process 0's.
+      seconds = int(multihost_utils.broadcast_one_to_all(np.int64(seconds)))
+      return f"{time.strftime('%Y_%m_%d_%H_%M_%S', time.gmtime(seconds))}_step{step}"
+    base = f"{time.strftime('%Y_%m_%d_%H_%M_%S', time.gmtime(seconds))}_step{step}"
     name, n = base, 1
     while os.path.exists(os.path.join(self.logdir, "plugins", "profile", name)):
       n += 1

@@ -148,3 +148,15 @@ def test_chunked_ulysses_all_to_all_count_matches_hlo(tmp_path):
   # Scopes ulysses_chunk0 / ulysses_chunk1 split the step per head group.
   assert sorted(result["chunks"]) == ["0", "1"]
   assert all(c["collective_s"] > 0 and c["compute_s"] > 0 for c in result["chunks"].values())
+
+
+def test_all_hosts_share_process_zeros_session_name(tmp_path, monkeypatch):
+  from harness import profiler_window  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(profiler_window.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(profiler_window.multihost_utils, "broadcast_one_to_all",
+                      lambda x: 1_800_000_000)  # what process 0 would send
+  (tmp_path / "plugins" / "profile" / "2027_01_15_08_00_00_step3").mkdir(parents=True)
+  window = ProfilerWindow(str(tmp_path), enabled=True, start_step=3, num_steps=1,
+                          all_hosts=True, process_index=1)
+  # Same name on every host even if the folder exists: the other host made it.
+  assert window._session_name(3) == "2027_01_15_08_00_00_step3"  # pylint: disable=protected-access
