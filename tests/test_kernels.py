@@ -1,0 +1,217 @@
+"""Every CPU kernel against a float64 numpy reference, on values, gradients and the lse form."""
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from harness.attention import kernels
+
+CPU_KERNELS = ("xla", "blockwise")
+TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
+# Small blocks so that the tiny test sequences span several q and kv blocks, plus a ragged tail.
+SMALL_BLOCKS = kernels.KernelOptions(block_q=8, block_kv=8)
+
+
+def reference_lse(q, k, v, valid_len=None):
+  """Float64 attention and lse_BxHxS; fully masked rows give output 0 and lse -inf."""
+  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+  b, s, h, d = q.shape
+  t, kv_heads = k.shape[1], k.shape[2]
+  k, v = (np.repeat(x, h // kv_heads, axis=2) for x in (k, v))
+  logits = np.einsum("bshd,bthd->bhst", q, k) / np.sqrt(d)
+  valid = np.arange(t) < (t if valid_len is None else valid_len)
+  logits = np.where(valid, logits, -np.inf)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    shift = np.max(logits, axis=-1, keepdims=True)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    p = np.exp(logits - shift)
+    denom = p.sum(-1, keepdims=True)
+    out = np.einsum("bhst,bthd->bshd", p / np.where(denom > 0, denom, 1.0), v)
+    lse = np.where(denom[..., 0] > 0, shift[..., 0] + np.log(denom[..., 0]), -np.inf)
+  return out, lse
+
+
+def _inputs(shape_q, shape_kv, dtype, seed=0):
+  kq, kk, kv, kc = jax.random.split(jax.random.key(seed), 4)
+  q = jax.random.normal(kq, shape_q, jnp.float32).astype(dtype)
+  k = jax.random.normal(kk, shape_kv, jnp.float32).astype(dtype)
+  v = jax.random.normal(kv, shape_kv, jnp.float32).astype(dtype)
+  cotangent = jax.random.normal(kc, shape_q, jnp.float32)
+  return q, k, v, cotangent
+
+
+def _reference_grads(q, k, v, cotangent, valid_len):
+  """Float64 gradients of sum(out * cotangent) through textbook softmax attention."""
+  with jax.enable_x64(True):
+    args = [jnp.asarray(np.asarray(x, np.float64)) for x in (q, k, v)]
+    ct = jnp.asarray(np.asarray(cotangent, np.float64))
+
+    def loss(q, k, v):
+      groups = q.shape[2] // k.shape[2]
+      k, v = (jnp.repeat(x, groups, axis=2) for x in (k, v))
+      logits = jnp.einsum("bshd,bthd->bhst", q, k) / np.sqrt(q.shape[-1])
+      if valid_len is not None:
+        logits = jnp.where(jnp.arange(k.shape[1]) < valid_len, logits, -jnp.inf)
+      out = jnp.einsum("bhst,bthd->bshd", jax.nn.softmax(logits, axis=-1), v)
+      return jnp.sum(out * ct)
+
+    return [np.asarray(g) for g in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)]
+
+
+def _max_err(a, b):
+  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+CASES = [
+    # (name, q shape, kv shape, kv_valid_len)
+    ("mha", (2, 19, 4, 16), (2, 19, 4, 16), None),
+    ("gqa", (1, 16, 4, 8), (1, 21, 2, 8), None),
+    ("mqa_valid_int", (1, 13, 4, 8), (1, 24, 1, 8), 17),
+    ("gqa_valid_traced", (2, 11, 6, 8), (2, 27, 3, 8), "traced"),
+]
+
+
+def _call(kernel, q, k, v, valid_len, lse=False):
+  fn = kernels.local_attention_lse if lse else kernels.local_attention
+
+  if valid_len == "traced":
+    return jax.jit(lambda q, k, v, n: fn(q, k, v, kernel=kernel, kv_valid_len=n,
+                                         options=SMALL_BLOCKS))(q, k, v, jnp.int32(9))
+  return fn(q, k, v, kernel=kernel, kv_valid_len=valid_len, options=SMALL_BLOCKS)
+
+
+# bf16 on two cases only: the tolerance, not the masking paths, is what bf16 adds.
+DTYPE_CASES = [(c, jnp.float32) for c in CASES] + [(CASES[1], jnp.bfloat16), (CASES[3], jnp.bfloat16)]
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+@pytest.mark.parametrize("case,dtype", DTYPE_CASES,
+                         ids=[f"{c[0]}-{jnp.dtype(d).name}" for c, d in DTYPE_CASES])
+def test_values_and_grads_match_reference(kernel, dtype, case):
+  _, shape_q, shape_kv, valid_len = case
+  q, k, v, ct = _inputs(shape_q, shape_kv, dtype)
+  ref_len = 9 if valid_len == "traced" else valid_len
+  ref_out, _ = reference_lse(q, k, v, ref_len)
+
+  out = jax.jit(lambda q, k, v: _call(kernel, q, k, v, valid_len))(q, k, v)
+  assert out.dtype == dtype and out.shape == shape_q
+  assert _max_err(out, ref_out) <= TOL[dtype]
+
+  def loss(q, k, v):
+    return jnp.sum(_call(kernel, q, k, v, valid_len).astype(jnp.float32) * ct)
+
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  for got, want in zip(grads, _reference_grads(q, k, v, ct, ref_len)):
+    assert _max_err(got, want) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_lse_values_and_grads_match_reference(kernel, case):
+  _, shape_q, shape_kv, valid_len = case
+  q, k, v, ct = _inputs(shape_q, shape_kv, jnp.float32)
+  b, s, h, _ = shape_q
+  ct_lse = jax.random.normal(jax.random.key(7), (b, h, s))
+  ref_len = 9 if valid_len == "traced" else valid_len
+  ref_out, ref_lse = reference_lse(q, k, v, ref_len)
+
+  out, lse = jax.jit(lambda q, k, v: _call(kernel, q, k, v, valid_len, lse=True))(q, k, v)
+  assert out.dtype == jnp.float32 and lse.dtype == jnp.float32 and lse.shape == (b, h, s)
+  assert _max_err(out, ref_out) <= 1e-5
+  assert _max_err(lse, ref_lse) <= 1e-5
+
+  def loss(q, k, v):
+    out, lse = _call(kernel, q, k, v, valid_len, lse=True)
+    return jnp.sum(out * ct) + jnp.sum(lse * ct_lse)
+
+  with jax.enable_x64(True):
+    args = [jnp.asarray(np.asarray(x, np.float64)) for x in (q, k, v)]
+
+    def ref_loss(q, k, v):
+      out, lse = kernels._xla_attention_lse(q, k, v, ref_len)
+      return jnp.sum(out * np.asarray(ct, np.float64)) + jnp.sum(lse * np.asarray(ct_lse, np.float64))
+
+    want = [np.asarray(g) for g in jax.jit(jax.grad(ref_loss, argnums=(0, 1, 2)))(*args)]
+  for got, w in zip(jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v), want):
+    assert _max_err(got, w) <= 1e-5
+
+
+def _merge(out_a, lse_a, out_b, lse_b):
+  """Log-sum-exp merge of two partial results, as ring attention does it."""
+  lse = jnp.logaddexp(lse_a, lse_b)
+  safe = jnp.where(jnp.isfinite(lse), lse, 0.0)
+  w_a, w_b = (jnp.moveaxis(jnp.exp(x - safe), 1, 2)[..., None] for x in (lse_a, lse_b))
+  return out_a * w_a + out_b * w_b, lse
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+def test_fully_masked_block_merges_to_full_attention(kernel):
+  q, k, v, ct = _inputs((1, 10, 4, 8), (1, 24, 2, 8), jnp.float32)
+  ref_out, ref_lse = reference_lse(q, k, v, 16)
+
+  def merged(q, k, v, count_b):
+    # The second block holds keys 12.. with count_b of them valid; count_b == 0 masks it fully.
+    first = kernels.local_attention_lse(q, k[:, :12], v[:, :12], kernel=kernel,
+                                        kv_valid_len=jnp.int32(12), options=SMALL_BLOCKS)
+    second = kernels.local_attention_lse(q, k[:, 12:], v[:, 12:], kernel=kernel,
+                                         kv_valid_len=count_b, options=SMALL_BLOCKS)
+    return _merge(*first, *second)
+
+  out, lse = jax.jit(merged)(q, k, v, jnp.int32(4))
+  assert _max_err(out, ref_out) <= 1e-5 and _max_err(lse, ref_lse) <= 1e-5
+
+  empty_out, empty_lse = jax.jit(lambda q, k, v: kernels.local_attention_lse(
+      q, k, v, kernel=kernel, kv_valid_len=jnp.int32(0), options=SMALL_BLOCKS))(q, k, v)
+  assert np.all(np.asarray(empty_out) == 0.0) and np.all(np.asarray(empty_lse) == -np.inf)
+
+  ref12_out, _ = reference_lse(q, k, v, 12)
+  loss = lambda q, k, v: jnp.sum(merged(q, k, v, jnp.int32(0))[0] * ct)
+  got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in got)
+  assert np.all(np.asarray(got[1])[:, 12:] == 0.0) and np.all(np.asarray(got[2])[:, 12:] == 0.0)
+  assert _max_err(jax.jit(merged)(q, k, v, jnp.int32(0))[0], ref12_out) <= 1e-5
+  want = _reference_grads(q, k, v, ct, 12)
+  for g, w in zip(got, want):
+    assert _max_err(g, w) <= 1e-5
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+def test_fully_masked_output_is_zero(kernel):
+  q, k, v, _ = _inputs((1, 5, 2, 8), (1, 6, 2, 8), jnp.float32)
+  out = kernels.local_attention(q, k, v, kernel=kernel, kv_valid_len=0, options=SMALL_BLOCKS)
+  assert np.all(np.asarray(out) == 0.0)
+
+
+def test_unknown_kernel_raises_naming_binding():
+  q, k, v, _ = _inputs((1, 4, 2, 8), (1, 4, 2, 8), jnp.float32)
+  with pytest.raises(ValueError, match=r"attention\.kernel='flash' is unknown; valid choices: "
+                                       r"xla, blockwise, splash, cudnn"):
+    kernels.local_attention(q, k, v, kernel="flash")
+
+
+@pytest.mark.parametrize("kernel", ["splash", "cudnn"])
+def test_unavailable_kernel_on_cpu_raises(kernel):
+  q, k, v, _ = _inputs((1, 4, 2, 8), (1, 4, 2, 8), jnp.bfloat16)
+  with pytest.raises(ValueError, match=rf"attention\.kernel='{kernel}' is not available on cpu; "
+                                       r"available on cpu: xla, blockwise$"):
+    kernels.local_attention(q, k, v, kernel=kernel)
+
+
+def test_lse_of_kernel_without_lse_raises():
+  q, k, v, _ = _inputs((1, 4, 2, 8), (1, 4, 2, 8), jnp.float32)
+  with pytest.raises(ValueError, match=r"attention\.kernel='splash'"):
+    kernels.local_attention_lse(q, k, v, kernel="splash")
+
+
+def test_available_kernels():
+  assert kernels.available_kernels("cpu") == ("xla", "blockwise")
+  assert kernels.available_kernels("tpu") == ("xla", "blockwise", "splash")
+  assert kernels.available_kernels("cuda") == ("xla", "blockwise", "cudnn")
+  assert kernels.available_kernels("gpu") == ("xla", "blockwise", "cudnn")
+
+
+def test_bad_valid_len_raises():
+  q, k, v, _ = _inputs((1, 4, 2, 8), (1, 4, 2, 8), jnp.float32)
+  with pytest.raises(ValueError, match=r"kv_valid_len=5 must lie in \[0, 4\]"):
+    kernels.local_attention(q, k, v, kernel="xla", kv_valid_len=5)
