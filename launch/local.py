@@ -1,0 +1,155 @@
+"""Runs a sweep here, one `python -m harness` subprocess at a time, resumably."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import pathlib
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterator, Sequence
+
+import tqdm
+
+from launch import results
+from launch.sweep import Run
+
+HARNESS_CMD_ENV = "LAUNCH_HARNESS_CMD"
+ERROR_TAIL_LINES = 25
+
+
+@dataclasses.dataclass
+class Counts:
+  """What a sweep did."""
+  ok: int = 0
+  failed: int = 0
+  skipped: int = 0
+
+
+def harness_command(override: str | None = None) -> list[str]:
+  """`python -m harness`, or the --harness_cmd / $LAUNCH_HARNESS_CMD replacement (for tests)."""
+  text = override or os.environ.get(HARNESS_CMD_ENV)
+  return shlex.split(text) if text else [sys.executable, "-m", "harness"]
+
+
+@contextlib.contextmanager
+def exclusive(results_dir: pathlib.Path) -> Iterator[None]:
+  """Refuses a second launcher on the same results directory (they would race on outputs)."""
+  results_dir.mkdir(parents=True, exist_ok=True)
+  with open(results_dir / ".lock", "w") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise ValueError(f"{results_dir}: another launcher is using this results directory") from None
+    yield
+
+
+def _tail(path: pathlib.Path, lines: int = ERROR_TAIL_LINES) -> str:
+  try:
+    text = path.read_text(errors="replace")
+  except OSError:
+    return ""
+  return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+  """Stops a child we started: SIGTERM, then SIGKILL if it lingers."""
+  if proc.poll() is None:
+    proc.terminate()
+    try:
+      proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+
+
+def _sigterm_as_exit(signum, frame):  # pylint: disable=unused-argument
+  raise SystemExit(128 + signum)
+
+
+def execute(run: Run, cmd: Sequence[str], results_dir: pathlib.Path,
+            timeout_s: float | None) -> dict:
+  """Runs one harness process to the end and returns its results.jsonl record."""
+  log = results_dir / "logs" / f"{run.name}.log"
+  log.parent.mkdir(parents=True, exist_ok=True)
+  argv = [*cmd, *run.harness_args(str(results_dir))]
+  start = time.monotonic()
+  with open(log, "w") as out:
+    out.write(shlex.join(argv) + "\n")
+    out.flush()
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+      returncode = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      _terminate(proc)
+      returncode = None
+    finally:
+      _terminate(proc)  # also on Ctrl-C / SIGTERM of the launcher
+  wall_s = round(time.monotonic() - start, 3)
+  complete, summary, aot = results.read_outputs(results_dir / run.name, run.mode)
+  if complete and returncode == 0:
+    return results.make_record(run, "ok", summary=summary, aot=aot, returncode=0, wall_s=wall_s,
+                               output_dir=str(results_dir))
+  if returncode is None:
+    error = f"timed out after {timeout_s} s\n" + _tail(log)
+  elif returncode == 0:
+    error = "harness exited 0 but summary.json is missing or incomplete"
+  else:
+    error = _tail(log) or f"harness exited with status {returncode}"
+  return results.make_record(run, "failed", summary=summary, aot=aot, error=error,
+                             returncode=returncode, wall_s=wall_s, output_dir=str(results_dir))
+
+
+def plan(run: Run, record: dict | None, run_dir: pathlib.Path,
+         retry_failed: bool) -> tuple[str, dict | None]:
+  """('skip' | 'adopt' | 'run', record to write when adopting) for one run."""
+  same = record is not None and record.get("fingerprint") == run.fingerprint()
+  if same and record["status"] == "ok":
+    return "skip", None
+  if same and record["status"] == "failed" and not retry_failed:
+    return "skip", None
+  if record is None:
+    # Killed after the harness finished but before the line was written: keep its work.
+    complete, summary, aot = results.read_outputs(run_dir, run.mode)
+    if complete:
+      return "adopt", results.make_record(run, "ok", summary=summary, aot=aot,
+                                          output_dir=str(run_dir.parent))
+  return "run", None
+
+
+def run_sweep(runs: Sequence[Run], results_dir: str | os.PathLike, *,
+              harness_cmd: Sequence[str] | None = None, retry_failed: bool = True,
+              timeout_s: float | None = None, progress: bool = True) -> Counts:
+  """Runs every run not already done; a failed run is recorded and the sweep goes on."""
+  results_dir = pathlib.Path(results_dir)
+  cmd = list(harness_cmd or harness_command())
+  counts = Counts()
+  previous = signal.getsignal(signal.SIGTERM)
+  signal.signal(signal.SIGTERM, _sigterm_as_exit)
+  try:
+    with exclusive(results_dir):
+      store = results.ResultsFile(results_dir / results.RESULTS_FILE)
+      records = store.load()
+      bar = tqdm.tqdm(runs, unit="run", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+      for run in bar:
+        bar.set_postfix_str(run.name)
+        action, record = plan(run, records.get(run.name), results_dir / run.name, retry_failed)
+        if action == "skip":
+          counts.skipped += 1
+          continue
+        if action == "run":
+          record = execute(run, cmd, results_dir, timeout_s)
+        store.put(record)
+        if record["status"] == "ok":
+          counts.ok += 1
+        else:
+          counts.failed += 1
+          first = (record["error"] or "").strip().splitlines()[-1:] or [""]
+          tqdm.tqdm.write(f"FAILED {run.name}: {first[0]}", file=sys.stderr)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  return counts

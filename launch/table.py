@@ -1,0 +1,137 @@
+"""Rows of the report: runs grouped by configuration, one row per chunk count."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from launch import stats
+
+CHUNKS = "attention.num_chunks"
+
+
+@dataclasses.dataclass
+class Row:
+  """One chunk count of one configuration, over its repeats."""
+  chunks: int
+  variant: str | None = None
+  degree: int | None = None
+  sequence: int | None = None
+  summaries: list[dict] = dataclasses.field(default_factory=list)
+  runs: int = 0
+  aot: dict | None = None
+  step: tuple[float, float, float] | None = None
+  speedup: stats.Speedup | None = None
+  aot_gain: float | None = None
+  exposed_s: float | None = None
+  overlap: float | None = None
+
+
+@dataclasses.dataclass
+class Group:
+  """Runs that differ only in attention.num_chunks (and repeat)."""
+  mode: str
+  hardware: str
+  point: dict[str, Any]
+  rows: dict[int, Row] = dataclasses.field(default_factory=dict)
+
+  @property
+  def label(self) -> str:
+    parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.point.items()]
+    return " ".join([self.hardware, *parts]) if self.hardware != "local" or not parts else \
+        " ".join(parts)
+
+
+def _get(tree: dict | None, *path: str) -> Any:
+  for key in path:
+    if not isinstance(tree, dict):
+      return None
+    tree = tree.get(key)
+  return tree
+
+
+def _sequence(summary: dict | None, aot: dict | None) -> int | None:
+  """Tokens per sample, wherever the harness put it."""
+  for source in (summary, aot):
+    for path in (("sequence_length",), ("seq_len",), ("tokens_per_sample",),
+                 ("model", "seq_len"), ("model", "sequence_length"), ("video", "tokens")):
+      value = _get(source, *path)
+      if isinstance(value, int):
+        return value
+  return None
+
+
+def _chunks(record: dict) -> int:
+  value = record["point"].get(CHUNKS, _get(record.get("summary"), "attention", "num_chunks"))
+  return int(value) if value is not None else 1
+
+
+def _describe(row: Row, record: dict) -> None:
+  """Fills variant / degree / sequence from the first record that knows them."""
+  summary, point = record.get("summary") or {}, record["point"]
+  row.variant = row.variant or _get(summary, "attention", "variant") or point.get(
+      "attention.variant")
+  if row.degree is None:
+    if row.variant == "ulysses_ring":
+      row.degree = _get(summary, "attention", "ulysses_degree") or point.get(
+          "attention.ulysses_degree")
+    else:
+      row.degree = _get(summary, "mesh", "context") or point.get("mesh.context")
+  row.sequence = row.sequence or _sequence(summary, record.get("aot"))
+
+
+def _key(record: dict, with_mode: bool) -> tuple:
+  rest = tuple((k, json.dumps(v, sort_keys=True, default=repr))
+               for k, v in record["point"].items() if k != CHUNKS)
+  return ((record["mode"],) if with_mode else ()) + (record["hardware"], rest)
+
+
+def _finish(group: Group) -> None:
+  """Step-time stats, speedups against the chunks=1 row, trace and AOT columns."""
+  base = group.rows.get(1)
+  for row in group.rows.values():
+    if row.summaries:
+      row.step = stats.step_time(row.summaries)
+      row.speedup = stats.speedup(base.summaries, row.summaries) if base else None
+      exposed = [_get(s, "trace", "exposed_collective_s") for s in row.summaries]
+      overlap = [_get(s, "trace", "overlap_fraction") for s in row.summaries]
+      row.exposed_s = _median(exposed)
+      row.overlap = _median(overlap)
+    base_pred, pred = _get(base and base.aot, "predicted_step_s"), _get(row.aot, "predicted_step_s")
+    if isinstance(base_pred, (int, float)) and isinstance(pred, (int, float)) and pred > 0:
+      row.aot_gain = base_pred / pred
+
+
+def _median(values: Sequence[Any]) -> float | None:
+  numbers = [v for v in values if isinstance(v, (int, float))]
+  return float(np.median(numbers)) if numbers else None
+
+
+def build(records: Sequence[dict]) -> list[Group]:
+  """Groups ok records by configuration; AOT predictions join the measured rows they match."""
+  groups: dict[tuple, Group] = {}
+  ok = [r for r in records if r.get("status") == "ok"]
+  for record in sorted((r for r in records if r["mode"] != "aot"), key=lambda r: r["run"]):
+    group = groups.setdefault(_key(record, True), Group(
+        record["mode"], record["hardware"],
+        {k: v for k, v in record["point"].items() if k != CHUNKS}))
+    row = group.rows.setdefault(_chunks(record), Row(_chunks(record)))
+    row.runs += 1
+    if record.get("status") == "ok":
+      row.summaries.append(record["summary"])
+      _describe(row, record)
+  for record in (r for r in ok if r["mode"] == "aot"):
+    matched = [g for k, g in groups.items() if k[1:] == _key(record, False)]
+    if not matched:
+      matched = [groups.setdefault(_key(record, True), Group(
+          "aot", record["hardware"], {k: v for k, v in record["point"].items() if k != CHUNKS}))]
+    for group in matched:
+      row = group.rows.setdefault(_chunks(record), Row(_chunks(record)))
+      row.aot = record.get("aot") or record.get("summary")
+      _describe(row, record)
+  for group in groups.values():
+    group.rows = dict(sorted(group.rows.items()))
+    _finish(group)
+  return list(groups.values())

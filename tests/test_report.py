@@ -1,0 +1,123 @@
+"""Report: speedup and spread on synthetic results with known answers; files it writes."""
+import json
+
+import pytest
+
+from launch import report, stats, table
+
+
+def test_min_max_interval_known_answer():
+  got = stats.min_max([2.0, 2.2, 1.8], [1.0, 1.1, 0.9])
+  assert got == stats.Speedup(2.0, pytest.approx(1.8 / 1.1), pytest.approx(2.2 / 0.9), "min-max")
+
+
+def test_bootstrap_of_constant_step_times_is_exact():
+  got = stats.bootstrap([[2.0, 2.0, 2.0], [2.0, 2.0]], [[1.0, 1.0, 1.0]])
+  assert got == stats.Speedup(2.0, 2.0, 2.0, "bootstrap")
+
+
+def test_bootstrap_catches_a_frequent_slow_step():
+  # The candidate's median over a resample of 5 steps is 4.0 with probability
+  # P(Binomial(5, 0.2) >= 3) = 5.8 % > 2.5 %, so the lower bound is 2 / 4 = 0.5.
+  got = stats.bootstrap([[2.0] * 5], [[1.0, 1.0, 1.0, 1.0, 4.0]])
+  assert got == stats.Speedup(2.0, 0.5, 2.0, "bootstrap")
+
+
+def test_bootstrap_ignores_a_rare_slow_step():
+  # 5 or more 4.0s out of 10 draws at p=0.1 has probability 0.16 %, under the 2.5 % tail.
+  got = stats.bootstrap([[2.0] * 10], [[1.0] * 9 + [4.0]])
+  assert got == stats.Speedup(2.0, 2.0, 2.0, "bootstrap")
+
+
+def test_bootstrap_is_deterministic_and_bounded():
+  base = [[1.00, 1.10, 1.05, 0.98], [1.02, 1.07, 1.01]]
+  cand = [[0.90, 0.95, 0.97, 1.01], [0.93, 0.99]]
+  first, second = stats.bootstrap(base, cand), stats.bootstrap(base, cand)
+  assert first == second
+  assert first.ratio == pytest.approx(1.02 / 0.96)
+  assert 0.98 / 1.01 <= first.low <= first.ratio <= first.high <= 1.10 / 0.90
+
+
+def test_speedup_picks_bootstrap_only_with_step_times():
+  with_steps = [{"step_times_s": [2.0, 2.0], "step_time_s": {"median": 2.0}}]
+  fast = [{"step_times_s": [1.0, 1.0], "step_time_s": {"median": 1.0}}]
+  assert stats.speedup(with_steps, fast).method == "bootstrap"
+  no_steps = [{"step_time_s": {"median": 2.0}}, {"step_time_s": {"median": 3.0}}]
+  assert stats.speedup(no_steps, [{"step_time_s": {"median": 1.25}}]) == stats.Speedup(
+      2.0, 1.6, 2.4, "min-max")
+  assert stats.speedup([], fast) is None
+
+
+def test_step_time_pools_repeats():
+  assert stats.step_time([{"step_times_s": [1.0, 2.0, 3.0]}, {"step_times_s": [4.0, 5.0]}]) == (
+      pytest.approx(3.0), pytest.approx(1.4), pytest.approx(4.6))
+  assert stats.step_time([{"step_time_s": {"median": 2.0, "p10": 1.5, "p90": 3.0}},
+                          {"step_time_s": {"median": 4.0, "p10": 3.5, "p90": 5.0}}]) == (
+                              3.0, 1.5, 5.0)
+
+
+def _record(run, chunks, mode="train", status="ok", median=None, trace=None, aot=None,
+            res="720p", error=None):
+  summary = None
+  if median is not None:
+    summary = {"status": "ok", "attention": {"variant": "ulysses", "num_chunks": chunks},
+               "mesh": {"data": 1, "context": 8}, "sequence_length": 75600,
+               "step_time_s": {"median": median, "p10": median * 0.9, "p90": median * 1.1}}
+    if trace:
+      summary["trace"] = trace
+  return {"run": run, "status": status, "mode": mode, "hardware": "v5p16",
+          "point": {"attention.num_chunks": chunks, "resolution": res},
+          "summary": summary, "aot": aot, "error": error}
+
+
+RECORDS = [
+    _record("tp-c1-r0", 1, median=2.0, trace={"exposed_collective_s": 0.5,
+                                              "overlap_fraction": 0.0}),
+    _record("tp-c1-r1", 1, median=2.2, trace={"exposed_collective_s": 0.7,
+                                              "overlap_fraction": 0.1}),
+    _record("tp-c2-r0", 2, median=1.0, trace={"exposed_collective_s": 0.1,
+                                              "overlap_fraction": 0.8}),
+    _record("tp-c2-r1", 2, status="failed", error="Traceback\nValueError: boom"),
+    _record("tp-c1-aot", 1, mode="aot", aot={"predicted_step_s": 1.5, "hidden_fraction": 0.0}),
+    _record("tp-c2-aot", 2, mode="aot", aot={"predicted_step_s": 1.2, "hidden_fraction": 0.75}),
+    _record("tp-c1-480p-aot", 1, mode="aot", res="480p", aot={"predicted_step_s": 0.6}),
+]
+
+
+def test_table_groups_and_known_speedups():
+  groups = table.build(RECORDS)
+  assert [(g.mode, g.label) for g in groups] == [("train", "v5p16 resolution=720p"),
+                                                 ("aot", "v5p16 resolution=480p")]
+  base, chunked = groups[0].rows[1], groups[0].rows[2]
+  assert chunked.speedup == stats.Speedup(2.1, 2.0, 2.2, "min-max")
+  assert (chunked.runs, len(chunked.summaries), chunked.degree, chunked.sequence) == (2, 1, 8, 75600)
+  assert chunked.aot_gain == pytest.approx(1.25) and base.aot_gain == 1.0
+  assert base.exposed_s == pytest.approx(0.6) and base.overlap == pytest.approx(0.05)
+  assert groups[1].rows[1].aot["predicted_step_s"] == 0.6 and groups[1].rows[1].step is None
+
+
+def test_markdown_rows_and_failures():
+  text = report.markdown("tp", table.build(RECORDS), RECORDS)
+  assert "## train · v5p16 resolution=720p" in text
+  assert ("| ulysses | 1 | 8 | 75600 | 2100 (1800–2420) | 1 (baseline) | 600 | 0.05 "
+          "| 1500 | 1 | 0 | 2/2 |") in text
+  assert ("| ulysses | 2 | 8 | 75600 | 1000 (900–1100) | 2.100× [2.000–2.200, min-max] | 100 "
+          "| 0.8 | 1200 | 1.25 | 0.75 | 1/2 |") in text
+  assert "- `tp-c2-r1`: ValueError: boom" in text
+
+
+def test_write_report_png_and_tensorboard_image(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator
+  (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+  path = report.write_report(tmp_path)
+  assert path == tmp_path / "report.md" and "2.100×" in path.read_text()
+  assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+  acc = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+  acc.Reload()
+  assert acc.Tags()["images"] == ["report/step_time_and_speedup"]
+
+
+def test_report_cli_errors_on_missing_results(tmp_path, capsys):
+  assert report.main([str(tmp_path)]) == 2
+  assert capsys.readouterr().err == (
+      f"error: {tmp_path}: no results.jsonl (run python -m launch first)\n")
