@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util  # noqa: F401  gin's resource reader uses importlib.util without importing it
+import logging
 import os
 import pathlib
 from typing import Sequence
@@ -10,6 +11,16 @@ import gin
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIN_DIR = REPO_ROOT / "gin"
+
+
+class _QuietSearch(logging.Filter):
+  """gin logs every search-path miss at ERROR level while looking for an include."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Path not found")
+
+
+logging.getLogger().addFilter(_QuietSearch())
 
 
 class ConfigError(ValueError):

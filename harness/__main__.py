@@ -1,0 +1,55 @@
+"""`python -m harness --gin_file=... [--gin_bindings=...] [--dry_run]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def parse_flags(argv: list[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="python -m harness",
+      description="Run a WAN-style DiT with context-parallel attention, configured by gin.",
+      epilog="Example: python -m harness --gin_file=gin/quickstart.gin "
+             "--gin_bindings=\"attention.num_chunks=4\"")
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="gin file (repeatable; later files override earlier ones); looked up "
+                           "as given, under --gin_search_paths, the repo root and gin/")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="one gin binding such as \"run.steps=50\" (repeatable; applied after "
+                           "the files)")
+  parser.add_argument("--gin_search_paths", action="append", default=[],
+                      help="extra folder to look up gin files and includes in (repeatable)")
+  parser.add_argument("--dry_run", action="store_true",
+                      help="parse, build shapes with jax.eval_shape, print the resolved config, "
+                           "parameter count, FLOPs and memory estimate; allocate nothing")
+  parser.add_argument("--verbose", action="store_true", help="log at INFO level")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+  flags = parse_flags(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO if flags.verbose else logging.WARNING,
+                      format="%(levelname)s %(name)s: %(message)s")
+  if not flags.gin_file and not flags.gin_bindings:
+    print("error: give at least one --gin_file (e.g. --gin_file=gin/quickstart.gin)",
+          file=sys.stderr)
+    return 2
+  from harness import run
+  from harness.loop import NanError
+  try:
+    run.main(flags.gin_file, flags.gin_bindings, flags.gin_search_paths, flags.dry_run)
+  except NanError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 3
+  except ValueError as err:  # user mistakes: one line, no traceback
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,44 @@
+"""Orbax checkpoints of (params, optimizer state, step): async saves, restore of the latest."""
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+  """Saves every `every` steps (and on request); restores the newest complete checkpoint."""
+
+  def __init__(self, directory: pathlib.Path, every: int, keep: int = 3):
+    self.every = every
+    self.directory = directory
+    self._mngr = ocp.CheckpointManager(
+        directory.resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                             create=True))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def restore(self, abstract_state: Any) -> tuple[Any, int]:
+    """The newest complete checkpoint restored onto the abstract state's shardings."""
+    step = self._mngr.latest_step()
+    state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    log.info("resumed from %s", self.directory / str(step))
+    return state, step
+
+  def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
+    """Starts an async save of the state after `step` steps when due (or forced)."""
+    if not force and (self.every <= 0 or step % self.every):
+      return False
+    if self._mngr.latest_step() == step:
+      return False
+    return self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()

@@ -1,0 +1,87 @@
+"""The run entry: gin configs → devices → mesh → program → the chosen mode → outputs."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+
+import jax
+
+from harness import configurables as C
+from harness import config as config_lib
+from harness import mesh as mesh_lib
+from harness import execute, summary
+from harness.steps import Setup
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Configs:
+  """Every configurable section, read once at the edge."""
+  run: C.RunConfig
+  mesh: C.MeshConfig
+  attention: C.AttentionConfig
+  model: C.DiTConfig
+  video: C.VideoConfig
+  optimizer: C.OptimizerConfig
+  sampler: C.SamplerConfig
+  profiler: C.ProfilerConfig
+
+  @property
+  def setup(self) -> Setup:
+    return Setup(self.model, self.video, self.attention, self.optimizer, self.sampler,
+                 self.run.batch_size, self.run.seed, self.run.steps)
+
+  @property
+  def run_dir(self) -> pathlib.Path:
+    return pathlib.Path(self.run.output_dir) / self.run.run_name
+
+
+def load_configs() -> Configs:
+  """Calls each configurable so gin fills it (and records it in the operative config)."""
+  return Configs(C.run(), C.mesh(), C.attention(), C.model(), C.video(), C.optimizer(),
+                 C.sampler(), C.profiler())
+
+
+def prepare_devices(cfg: C.MeshConfig) -> None:
+  """Simulated CPU devices and multi-process set-up, before the JAX backend starts."""
+  if cfg.simulated_devices is not None:
+    mesh_lib.use_simulated_devices(cfg.simulated_devices)
+  mesh_lib.init_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+
+
+def build_mesh(cfg: C.MeshConfig, devices=None):
+  return mesh_lib.make_mesh(cfg.data, cfg.fsdp, cfg.context, cfg.tensor, devices=devices)
+
+
+def validate(cfgs: Configs, mesh) -> None:
+  """Fails fast, before tracing, on shapes the attention or the mesh cannot take."""
+  from harness.attention import validate as validate_attention
+  attn = cfgs.attention
+  validate_attention(heads=cfgs.model.num_heads, kv_heads=cfgs.model.num_heads,
+                     context=mesh.shape["context"], variant=attn.variant,
+                     num_chunks=attn.num_chunks, ulysses_degree=attn.ulysses_degree,
+                     kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads)
+  cfgs.model.grid(cfgs.video)
+  batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
+  if cfgs.run.batch_size % batch_par:
+    raise ValueError(f"run.batch_size={cfgs.run.batch_size} is not divisible by "
+                     f"mesh.data*mesh.fsdp={batch_par}")
+
+
+def main(gin_files, bindings, search_paths=(), dry_run: bool = False) -> dict | None:
+  """Parses gin and runs; returns the summary (None for --dry_run)."""
+  files = config_lib.parse(gin_files, bindings, search_paths)
+  cfgs = load_configs()
+  if cfgs.run.mode == "aot":
+    from harness.aot.entry import run_aot_mode
+    return run_aot_mode(cfgs, build_mesh)
+  prepare_devices(cfgs.mesh)
+  mesh = build_mesh(cfgs.mesh)
+  validate(cfgs, mesh)
+  if dry_run:
+    print(summary.dry_run_report(cfgs, mesh, files))
+    return None
+  return execute.execute(cfgs, mesh)

@@ -1,0 +1,153 @@
+"""Jitted train and eval steps of the DiT on a mesh, and their abstract arguments for AOT."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from harness import diffusion
+from harness.configurables import AttentionConfig, OptimizerConfig, SamplerConfig
+from harness.data import DataSpec, batch_shardings
+from harness.model import DiT, DiTConfig, VideoConfig
+from harness.model.block import Runtime
+from harness.sharding import activation_sharding, batch_sharding, param_shardings
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything the step functions depend on, as plain frozen configs."""
+  model: DiTConfig
+  video: VideoConfig
+  attention: AttentionConfig
+  optimizer: OptimizerConfig
+  sampler: SamplerConfig
+  batch_size: int
+  seed: int
+  total_steps: int
+
+  @property
+  def data(self) -> DataSpec:
+    return DataSpec(self.batch_size, self.video.latent_shape(self.model.in_channels),
+                    self.model.text_len, self.model.text_dim, self.seed)
+
+
+def make_runtime(attn: AttentionConfig, mesh: Mesh) -> Runtime:
+  """Binds the configured context-parallel attention and the activation layout to the mesh."""
+  from harness.attention import context_parallel_attention, cross_attention
+  from harness.attention.kernels import KernelOptions
+  options = KernelOptions(block_q=attn.block_q, block_kv=attn.block_kv)
+  self_attn = functools.partial(
+      context_parallel_attention, mesh=mesh, variant=attn.variant, num_chunks=attn.num_chunks,
+      ulysses_degree=attn.ulysses_degree, kernel=attn.kernel, packed_qkv=attn.packed_qkv,
+      pad_heads=attn.pad_heads, kernel_options=options)
+  cross = functools.partial(cross_attention, mesh=mesh, kernel=attn.kernel, kernel_options=options)
+  layout = activation_sharding(mesh)
+  return Runtime(self_attn, cross, lambda x: jax.lax.with_sharding_constraint(x, layout))
+
+
+def abstract_model(cfg: DiTConfig) -> tuple[nnx.GraphDef, nnx.State]:
+  """Graph and parameter shapes without allocating anything."""
+  model = nnx.eval_shape(lambda: DiT(cfg, rngs=nnx.Rngs(0)))
+  return nnx.split(model)
+
+
+def count_params(abstract_params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(abstract_params))
+
+
+def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+  lr = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else (
+      cfg.learning_rate)
+  del total_steps  # a constant rate after warm-up keeps short benchmark runs comparable
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                     optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+
+
+def _opt_shardings(opt, abstract_params, p_shardings, mesh: Mesh):
+  abstract_state = jax.eval_shape(opt.init, abstract_params)
+  replicated = NamedSharding(mesh, P())
+  return optax.tree_map_params(opt, lambda _, sh: sh, abstract_state, p_shardings,
+                               transform_non_params=lambda _: replicated)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """The jitted functions of a run and the shardings/shapes of their arguments."""
+  graphdef: nnx.GraphDef
+  abstract_params: Any
+  param_shardings: Any
+  opt_shardings: Any
+  init: Callable  # seed → (params, opt_state)
+  train_step: Callable  # (params, opt_state, batch, step) → (params, opt_state, metrics)
+  denoise_step: Callable  # (params, x, text, sigma, sigma_next) → (x, metrics)
+
+
+def build_program(setup: Setup, mesh: Mesh) -> Program:
+  """Builds (without compiling) the init, train and denoise functions for `mesh`."""
+  graphdef, abstract_params = abstract_model(setup.model)
+  rt = make_runtime(setup.attention, mesh)
+  opt = make_optimizer(setup.optimizer, setup.total_steps)
+  p_sh = param_shardings(abstract_params, mesh)
+  o_sh = _opt_shardings(opt, abstract_params, p_sh, mesh)
+  cfg = setup.model
+
+  def velocity(params, x, t, text):
+    return nnx.merge(graphdef, params)(x, t, text, rt)
+
+  def init(seed):
+    params = nnx.split(DiT(cfg, rngs=nnx.Rngs(seed)))[1]
+    return params, opt.init(params)
+
+  def train_step(params, opt_state, batch, step):
+    key = jax.random.fold_in(jax.random.key(setup.seed + 1), step)
+    loss_fn = lambda p: diffusion.flow_matching_loss(functools.partial(velocity, p), batch, key)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+  def denoise_step(params, x, text, sigma, sigma_next):
+    x = diffusion.guided_euler_step(functools.partial(velocity, params), x, text, sigma,
+                                    sigma_next, setup.sampler.guidance_scale)
+    # A scalar to wait on and to check for NaN without fetching (or keeping) the latents.
+    return x, {"x_rms": jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))}
+
+  b_sh = batch_shardings(setup.data, mesh)
+  replicated = NamedSharding(mesh, P())
+  x_sh = batch_sharding(mesh, 5)
+  return Program(
+      graphdef, abstract_params, p_sh, o_sh,
+      init=jax.jit(init, static_argnums=0, out_shardings=(p_sh, o_sh)),
+      train_step=jax.jit(train_step, in_shardings=(p_sh, o_sh, b_sh, replicated),
+                         out_shardings=(p_sh, o_sh, replicated), donate_argnums=(0, 1)),
+      denoise_step=jax.jit(denoise_step, in_shardings=(p_sh, x_sh, b_sh["text"], replicated,
+                                                       replicated),
+                           out_shardings=(x_sh, replicated), donate_argnums=(1,)))
+
+
+def abstract_train_args(program: Program, setup: Setup, mesh: Mesh) -> tuple:
+  """ShapeDtypeStructs (with shardings) of the train step's arguments."""
+  sds = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+  params = jax.tree.map(sds, program.abstract_params, program.param_shardings)
+  opt_state = jax.eval_shape(lambda p: make_optimizer(setup.optimizer, 1).init(p), params)
+  opt_state = jax.tree.map(sds, opt_state, program.opt_shardings)
+  spec = setup.data
+  batch = {"latents": jax.ShapeDtypeStruct((spec.batch, *spec.latent), jnp.float32,
+                                           sharding=batch_sharding(mesh, 5)),
+           "text": jax.ShapeDtypeStruct((spec.batch, spec.text_len, spec.text_dim), jnp.float32,
+                                        sharding=batch_sharding(mesh, 3))}
+  step = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
+  return params, opt_state, batch, step
+
+
+def abstract_denoise_args(program: Program, setup: Setup, mesh: Mesh) -> tuple:
+  """ShapeDtypeStructs (with shardings) of the denoise step's arguments."""
+  params, _, batch, _ = abstract_train_args(program, setup, mesh)
+  scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
+  return params, batch["latents"], batch["text"], scalar, scalar

@@ -1,0 +1,110 @@
+"""summary.json and the one-screen report at the end of a run; the --dry_run report."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from harness import flops as flops_lib
+from harness import metrics, steps, versions
+
+
+def _human(n: float, unit: str = "") -> str:
+  for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if abs(n) >= scale:
+      return f"{n / scale:.3g} {suffix}{unit}"
+  return f"{n:.3g} {unit}"
+
+
+def build_summary(cfgs, mesh, phase, params: int, status: str, error: str | None = None) -> dict:
+  """The contract of DESIGN.md §3.3 plus what the result depends on."""
+  mode = cfgs.run.mode
+  batch = cfgs.run.batch_size
+  step_flops = flops_lib.step_flops(cfgs.model, cfgs.video, batch, mode)
+  stats = metrics.time_stats(phase.times_s if phase else [])
+  med = stats["median"]
+  tokens = cfgs.model.num_tokens(cfgs.video) * batch * (1 if mode == "train" else 2)
+  devices = jax.devices()
+  return {
+      "status": status,
+      "error": error,
+      "mode": mode,
+      "run_name": cfgs.run.run_name,
+      "attention": {"variant": cfgs.attention.variant, "num_chunks": cfgs.attention.num_chunks,
+                    "kernel": cfgs.attention.kernel,
+                    "ulysses_degree": cfgs.attention.ulysses_degree,
+                    "packed_qkv": cfgs.attention.packed_qkv},
+      "mesh": dict(mesh.shape),
+      "devices": {"platform": devices[0].platform, "count": len(devices),
+                  "kind": devices[0].device_kind, "processes": jax.process_count()},
+      "model": dataclasses.asdict(cfgs.model),
+      "video": dataclasses.asdict(cfgs.video),
+      "sequence_length": cfgs.model.num_tokens(cfgs.video),
+      "batch_size": batch,
+      "seed": cfgs.run.seed,
+      "step_time_s": stats,
+      "step_times_s": list(phase.times_s) if phase else [],
+      "compile_time_s": phase.compile_time_s if phase else None,
+      "steps_run": phase.steps_run if phase else 0,
+      "tokens_per_second": tokens / med if med == med and med > 0 else None,
+      "params": params,
+      "flops_per_step": step_flops,
+      "per_device_tflops_per_sec": (step_flops / med / len(devices) / 1e12
+                                    if med == med and med > 0 else None),
+      "final_metrics": phase.last_metrics if phase else {},
+      **versions.environment(),
+  }
+
+
+def console_report(summary: dict, run_dir) -> str:
+  """The one-screen summary printed at the end of a run."""
+  a, st = summary["attention"], summary["step_time_s"]
+  lines = [
+      f"run {summary['run_name']}: {summary['mode']} {summary['status']}",
+      f"  attention   {a['variant']} chunks={a['num_chunks']} kernel={a['kernel']}",
+      f"  mesh        {' '.join(f'{k}={v}' for k, v in summary['mesh'].items())} "
+      f"on {summary['devices']['count']} {summary['devices']['platform']} devices",
+      f"  step time   median {st['median'] * 1e3:.2f} ms (p10 {st['p10'] * 1e3:.2f}, "
+      f"p90 {st['p90'] * 1e3:.2f}, n={st['n']}); compile {summary['compile_time_s'] or 0:.1f} s",
+  ]
+  if summary.get("tokens_per_second"):
+    lines.append(f"  throughput  {_human(summary['tokens_per_second'])}tokens/s, "
+                 f"{summary['per_device_tflops_per_sec']:.4g} TFLOP/s per device")
+  if "final_metrics" in summary and summary["final_metrics"]:
+    lines.append("  last        " + ", ".join(
+        f"{k}={v:.4g}" for k, v in summary["final_metrics"].items()))
+  if summary.get("eval"):
+    ev = summary["eval"]["step_time_s"]
+    lines.append(f"  eval        {ev['median'] * 1e3:.2f} ms per denoising step (n={ev['n']})")
+  if summary.get("trace"):
+    tr = summary["trace"]
+    lines.append(f"  trace       collective {tr.get('collective_s', 0) * 1e3:.2f} ms, exposed "
+                 f"{tr.get('exposed_collective_s', 0) * 1e3:.2f} ms, overlap "
+                 f"{tr.get('overlap_fraction', 0):.2f}")
+  lines += [f"  outputs     {run_dir}",
+            f"  view        tensorboard --logdir {run_dir / 'tensorboard'}"]
+  return "\n".join(lines)
+
+
+def dry_run_report(cfgs, mesh, files) -> str:
+  """Resolved config, parameter count, FLOPs and a per-device memory estimate; no allocation."""
+  from harness import config as config_lib
+  graphdef, abstract = steps.abstract_model(cfgs.model)
+  del graphdef
+  from harness.sharding import param_shardings
+  n_params = steps.count_params(abstract)
+  mem = flops_lib.memory_estimate(cfgs.model, cfgs.video, cfgs.run.batch_size, cfgs.run.mode,
+                                  abstract, param_shardings(abstract, mesh), mesh)
+  step_flops = flops_lib.step_flops(cfgs.model, cfgs.video, cfgs.run.batch_size, cfgs.run.mode)
+  return "\n".join([
+      "# gin files: " + ", ".join(files),
+      config_lib.operative_config().rstrip(),
+      "",
+      f"parameters:           {n_params:,} ({_human(n_params)})",
+      f"sequence length:      {cfgs.model.num_tokens(cfgs.video):,} tokens",
+      f"mesh:                 {dict(mesh.shape)}",
+      f"FLOPs per {cfgs.run.mode} step:  {step_flops:.4g}",
+      f"memory per device:    ~{mem['total_bytes'] / 2**30:.2f} GiB "
+      f"(state {mem['state_bytes'] / 2**30:.2f} GiB, activations "
+      f"{mem['activation_bytes'] / 2**30:.2f} GiB; an estimate)",
+  ])
