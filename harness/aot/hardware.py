@@ -1,0 +1,73 @@
+"""Per-generation TPU figures used to turn HLO costs into seconds.
+
+Public figures (per chip) from the Google Cloud TPU system-architecture pages:
+  v4  https://cloud.google.com/tpu/docs/v4   275 TFLOP/s bf16, 32 GiB HBM2 at 1200 GB/s, 3D mesh/torus,
+      pod bisection 24 TB/s (4096 chips, 16x16x16).
+  v5e https://cloud.google.com/tpu/docs/v5e  197 TFLOP/s bf16, 16 GB HBM at 819 GB/s, ICI 1600 Gbps,
+      4 ICI ports, 2D torus.
+  v5p https://cloud.google.com/tpu/docs/v5p  459 TFLOP/s bf16, 95 GiB HBM2e at 2765 GB/s, ICI 4800 Gbps,
+      (1200 GB/s bidirectional), 3D torus (6 ports).
+  v6e https://cloud.google.com/tpu/docs/v6e  918 TFLOP/s bf16, 32 GB HBM at 1640 GB/s, ICI 3584 Gbps,
+      4 ICI ports, 2D torus.
+The per-chip ICI figure in Gbps is one direction (v5p: 4800 Gbps = 600 GB/s, half of the 1200 GB/s
+bidirectional figure); per link and direction it is divided by the ports. v4's page gives no per-chip
+ICI figure: 24 TB/s bisection over the 2*16*16 links cut in a 16^3 torus gives ~47 GB/s a link.
+
+Clocks are not on those pages; they are derived as peak / (MXU FLOPs a cycle): a 128x128 MXU does
+2*128*128 FLOPs a cycle, a 256x256 one 2*256*256. v4 and v5p: 2 TensorCores x 4 MXUs 128^2 -> 262,144
+FLOPs/cycle -> 1.05 GHz and 1.75 GHz; v5e: 1 TensorCore x 4 MXUs 128^2 -> 1.5 GHz; v6e: 4 MXUs 256^2 ->
+1.75 GHz. Cross-check with the compiler's own cost model: an 8192^3 bf16 matmul compiled for one chip
+reports estimated_cycles equal to 90 % (v5p), 88 % (v5e), 70 % (v6e) and, per TensorCore, 90 % (v4) of
+those MXU rates — consistent, and impossible with fewer MXUs or a lower rate.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+  """Figures for one TPU generation, per chip unless named otherwise."""
+  generation: str
+  peak_bf16_flops: float        # FLOP/s per chip
+  clock_hz: float               # derived, see module docstring
+  hbm_bytes: float              # per chip
+  hbm_bandwidth: float          # bytes/s per chip
+  ici_bandwidth: float          # bytes/s per chip, one direction, all ports
+  ici_ports: int
+  devices_per_chip: int         # JAX devices a chip shows in an AOT topology (v4: one per TensorCore)
+  wraparound_multiple: int      # a slice dimension gets torus wrap links when it is a multiple of this
+  collective_latency_s: float = 2e-6  # assumed fixed start-up cost per collective (not published)
+
+  @property
+  def link_bandwidth(self) -> float:
+    """Bytes/s of one ICI link in one direction."""
+    return self.ici_bandwidth / self.ici_ports
+
+  @property
+  def device_peak_flops(self) -> float:
+    return self.peak_bf16_flops / self.devices_per_chip
+
+  @property
+  def device_hbm_bytes(self) -> float:
+    return self.hbm_bytes / self.devices_per_chip
+
+  @property
+  def device_hbm_bandwidth(self) -> float:
+    return self.hbm_bandwidth / self.devices_per_chip
+
+
+_GIB = 1024 ** 3
+HARDWARE = {
+    "v4": Hardware("v4", 275e12, 275e12 / 262_144, 32 * _GIB, 1200e9, 6 * 46.9e9, 6, 2, 4),
+    "v5e": Hardware("v5e", 197e12, 197e12 / 131_072, 16e9, 819e9, 1600e9 / 8, 4, 1, 16),
+    "v5p": Hardware("v5p", 459e12, 459e12 / 262_144, 95 * _GIB, 2765e9, 4800e9 / 8, 6, 1, 4),
+    "v6e": Hardware("v6e", 918e12, 918e12 / 524_288, 32e9, 1640e9, 3584e9 / 8, 4, 1, 16),
+}
+
+
+def hardware_for(generation: str) -> Hardware:
+  """The figures of a generation ('v4', 'v5e', 'v5p', 'v6e')."""
+  if generation not in HARDWARE:
+    raise ValueError(f"aot.topology: no hardware figures for '{generation}'; known: {sorted(HARDWARE)}")
+  return HARDWARE[generation]

@@ -1,0 +1,43 @@
+"""aot.json and the console table."""
+from __future__ import annotations
+
+import json
+import os
+
+_GIB = 1024 ** 3
+
+
+def write_report(report: dict, out_dir: str, filename: str = "aot.json") -> str:
+  """Writes the report as JSON; returns its path."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, filename)
+  with open(path, "w") as f:
+    json.dump(report, f, indent=2, sort_keys=True)
+  return path
+
+
+def _ms(seconds: float | None) -> str:
+  return "n/a" if seconds is None else f"{seconds * 1e3:.3f} ms"
+
+
+def format_table(report: dict) -> str:
+  """A short human-readable summary of one AOT report."""
+  topo = report["topology"]
+  lines = [f"AOT {report.get('step', '')} step for {topo['name']} ({topo['num_devices']} devices), "
+           f"{len(report.get('libtpu_flags', []))} LIBTPU flags, compile "
+           f"{report.get('compile_time_s', 0):.1f} s"]
+  if report.get("hbm_bytes") is not None:
+    verdict = "fits" if report["fits_hbm"] else "DOES NOT FIT"
+    lines.append(f"HBM per device: {report['hbm_bytes'] / _GIB:.2f} GiB of "
+                 f"{report['hbm_capacity_bytes'] / _GIB:.2f} GiB -> {verdict}")
+  if report.get("error"):
+    lines.append(f"compile failed: {report['error']}")
+    return "\n".join(lines)
+  lines.append(f"{'collective':<20}{'count':>7}{'async':>7}{'executed':>10}")
+  for kind, c in report["collectives"].items():
+    lines.append(f"{kind:<20}{c['count']:>7}{c['async_count']:>7}{c['executed']:>10}")
+  lines.append(f"predicted step {_ms(report['predicted_step_s'])} = compute "
+               f"{_ms(report['compute_s'])} + exposed comm {_ms(report['exposed_comm_s'])}; "
+               f"comm {_ms(report['comm_s'])}, hidden {report['hidden_fraction'] * 100:.1f} % of "
+               f"min(comm, compute)")
+  return "\n".join(lines)

@@ -1,0 +1,177 @@
+"""AOT compiles for TPU topologies on CPU: topology names, flags, HBM, overlap of Ulysses all-to-alls."""
+import importlib.util
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from harness.aot import config as aot_config_lib
+from harness.aot import run_aot
+from harness.aot import topology as topology_lib
+from harness.attention import context_parallel_attention
+from harness.mesh import make_mesh
+
+ASYNC_A2A = ("--xla_tpu_enable_async_all_to_all=true",
+             "--xla_tpu_overlap_compute_collective_tc=true")
+
+
+@pytest.mark.parametrize("name,canonical,dims", [
+    ("v5p:2x2x2", "v5p", (2, 2, 2)), ("v5p-16", "v5p", (2, 2, 2)), ("v5p-8", "v5p", (2, 2, 1)),
+    ("v5e:2x4", "v5e", (2, 4)), ("v5litepod-8", "v5e", (2, 4)), ("v6e:2x4", "v6e", (2, 4)),
+    ("v4:2x2x2", "v4", (2, 2, 2)), ("v6e-16", "v6e", (4, 4))])
+def test_topology_names(name, canonical, dims):
+  assert topology_lib.parse_topology_name(name) == (canonical, dims)
+
+
+@pytest.mark.parametrize("name", ["bogus", "v5p:2x2", "v5e:2x2x2", "v3:2x2", "v5p-7", "v5p-6"])
+def test_unknown_topology_is_one_line_error(name):
+  with pytest.raises(ValueError, match=r"^aot\.topology=.*'v5p:2x2x2'.*'v5litepod-8'") as e:
+    topology_lib.parse_topology_name(name)
+  assert "\n" not in str(e.value)
+
+
+def test_get_topology_devices():
+  topo = topology_lib.get_topology("v5litepod-8")
+  assert (topo.name, len(topo.devices), topo.num_chips) == ("v5e:2x4", 8, 8)
+  assert topology_lib.get_topology("v5p-16").name == "v5p:2x2x2"
+
+
+def test_libtpu_missing_is_one_line_error(monkeypatch):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(topology_lib.importlib.util, "find_spec",
+                      lambda n, *a: None if n == "libtpu" else real(n, *a))
+  with pytest.raises(RuntimeError, match=r"^aot: libtpu is not installed") as e:
+    topology_lib.get_topology("v5p:2x2x2")
+  assert "\n" not in str(e.value)
+
+
+def test_aot_config_validates():
+  cfg = aot_config_lib.aot_config(topology="v5e:2x4", step="eval",
+                                  libtpu_flags=["--xla_tpu_enable_async_all_to_all=true"])
+  assert cfg.libtpu_flags == ("--xla_tpu_enable_async_all_to_all=true",)
+  with pytest.raises(ValueError, match=r"^aot\.step='infer' is invalid; valid choices: 'train', "):
+    aot_config_lib.aot_config(step="infer")
+  with pytest.raises(ValueError, match=r"^aot\.libtpu_flags: 'xla_x' is not of the form"):
+    aot_config_lib.aot_config(libtpu_flags=["xla_x"])
+
+
+def _attention(topology, heads, num_chunks, seq=1024):
+  mesh = make_mesh(context=-1, devices=topology.devices)
+  spec = NamedSharding(mesh, P(("data", "fsdp"), "context"))
+  x = jax.ShapeDtypeStruct((1, seq, heads, 128), jnp.bfloat16, sharding=spec)
+  fn = lambda q, k, v: context_parallel_attention(q, k, v, mesh=mesh, variant="ulysses",
+                                                  num_chunks=num_chunks, kernel="xla")
+  return fn, (x, x, x)
+
+
+def _a2a_with_matmul_under(report):
+  """Async all-to-alls with an attention matmul scheduled between their start and done."""
+  return [a for a in report["async_collectives"] if a["kind"] == "all-to-all"
+          and any("dot_general" in o["op_name"] for o in a["ops_between"])]
+
+
+@pytest.fixture(scope="module")
+def cube_reports(tmp_path_factory):
+  topo = topology_lib.get_topology("v5p:2x2x2")
+  reports = {}
+  for chunks, flags in [(1, ASYNC_A2A), (2, ASYNC_A2A), (4, ASYNC_A2A), (4, ())]:
+    out = tmp_path_factory.mktemp(f"c{chunks}_{len(flags)}")
+    fn, args = _attention(topo, 32, chunks)
+    reports[chunks, bool(flags)] = (run_aot(fn, args, topology=topo, flags=flags, out_dir=str(out),
+                                            step_kind="eval", print_table=False), out)
+  return reports
+
+
+def test_without_flag_all_to_alls_are_synchronous(cube_reports):
+  report, _ = cube_reports[4, False]
+  assert report["collectives"]["all-to-all"] == {"count": 16, "async_count": 0, "executed": 16}
+  assert report["async_collectives"] == []
+  assert report["hidden_fraction"] == 0.0
+  assert report["exposed_comm_s"] == pytest.approx(report["comm_s"])
+
+
+def test_chunked_ulysses_overlaps_attention_with_all_to_all(cube_reports):
+  for chunks in (2, 4):
+    report, _ = cube_reports[chunks, True]
+    a2a = report["collectives"]["all-to-all"]
+    assert a2a["count"] == 4 * chunks
+    assert a2a["async_count"] >= 2 * chunks
+    assert _a2a_with_matmul_under(report)
+  assert cube_reports[4, True][0]["hidden_fraction"] > 0.6
+  assert cube_reports[4, True][0]["predicted_step_s"] < cube_reports[4, False][0]["predicted_step_s"]
+
+
+def test_single_shot_hides_at_most_v_under_its_own_scores(cube_reports):
+  # XLA's attention may compute q k^T while v is still in flight; the output all-to-all never
+  # overlaps attention, and no other transfer has a matmul under it.
+  report, _ = cube_reports[1, True]
+  under = _a2a_with_matmul_under(report)
+  assert len(under) <= 1
+  assert report["hidden_fraction"] < cube_reports[4, True][0]["hidden_fraction"]
+
+
+def test_aot_json_contract(cube_reports):
+  report, out = cube_reports[2, True]
+  on_disk = json.loads((out / "aot.json").read_text())
+  for key in ("topology", "fits_hbm", "hbm_bytes", "collectives", "async_collectives", "comm_s",
+              "compute_s", "exposed_comm_s", "hidden_fraction", "predicted_step_s",
+              "libtpu_flags"):
+    assert key in on_disk, key
+  assert on_disk["topology"]["name"] == "v5p:2x2x2"
+  assert on_disk["libtpu_flags"] == list(ASYNC_A2A)
+  assert on_disk["fits_hbm"] is True and 0 < on_disk["hbm_bytes"] < 2 ** 30
+  assert on_disk["predicted_step_s"] == pytest.approx(
+      on_disk["compute_s"] + on_disk["exposed_comm_s"])
+  assert (out / "aot_hlo.txt").exists()
+
+
+def test_four_chip_topology_overlaps(tmp_path):
+  topo = topology_lib.get_topology("v5p:2x2x1")
+  fn, args = _attention(topo, 16, 2)
+  report = run_aot(fn, args, topology=topo, flags=ASYNC_A2A, out_dir=str(tmp_path),
+                   print_table=False)
+  assert report["topology"]["num_devices"] == 4
+  assert report["collectives"]["all-to-all"]["count"] == 8
+  assert report["collectives"]["all-to-all"]["async_count"] >= 4
+  assert _a2a_with_matmul_under(report)
+
+
+def test_too_big_for_hbm_is_reported_not_raised(tmp_path, capsys):
+  topo = topology_lib.get_topology("v5p:2x2x1")
+  mesh = make_mesh(context=-1, devices=topo.devices)
+  # 128 GiB a device in and out: more than v5p's 95 GiB.
+  x = jax.ShapeDtypeStruct((4 * 64 * 1024, 1024, 1024), jnp.bfloat16,
+                           sharding=NamedSharding(mesh, P("context")))
+  report = run_aot(lambda a: jnp.sin(a) * 2, (x,), topology=topo, out_dir=str(tmp_path))
+  assert report["fits_hbm"] is False
+  assert report["error"].startswith("does not fit in HBM: RESOURCE_EXHAUSTED")
+  assert "compile failed: does not fit in HBM" in capsys.readouterr().out
+  assert json.loads((tmp_path / "aot.json").read_text())["fits_hbm"] is False
+
+
+def test_unknown_flag_is_one_line_error():
+  topo = topology_lib.get_topology("v5p:2x2x1")
+  fn, args = _attention(topo, 4, 1, seq=256)
+  with pytest.raises(ValueError, match=r"^aot\.libtpu_flags: libtpu rejected a flag") as e:
+    run_aot(fn, args, topology=topo, flags=["--xla_tpu_no_such_flag=true"], print_table=False)
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["tpu_default", "tpu_async_a2a", "tpu_overlap_full",
+                                  "tpu_maxdiffusion_inference"])
+def test_shipped_flag_sets_parse_and_compile(name):
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).parents[1] / "gin" / "hardware" / f"{name}.gin"
+  gin.parse_config_file(str(path))
+  cfg = aot_config_lib.aot_config()
+  assert all(f.startswith("--xla_") for f in cfg.libtpu_flags)
+  assert (name == "tpu_default") == (not cfg.libtpu_flags)
+  topo = topology_lib.get_topology("v5p:2x2x1")
+  fn, args = _attention(topo, 4, 1, seq=256)
+  report = run_aot(fn, args, topology=topo, flags=cfg.libtpu_flags, print_table=False)
+  assert report["libtpu_flags"] == list(cfg.libtpu_flags)
+  async_a2a = report["collectives"]["all-to-all"]["async_count"]
+  assert (async_a2a > 0) == any("async_all_to_all=true" in f for f in cfg.libtpu_flags)
