@@ -151,8 +151,8 @@ def _with_ratios(row: dict[str, Any]) -> dict[str, Any]:
   return row
 
 
-def _step_executions(trace: Trace) -> tuple[str, list[list[OpEvent]], dict[str, Any]]:
-  """The step module (most device time) and its executions in time order."""
+def _step_executions(trace: Trace) -> tuple[str, list[tuple[Any, list[OpEvent]]], dict]:
+  """The step module (most device time) and its executions as (marker or None, ops)."""
   per_module: dict[str, float] = collections.defaultdict(float)
   executions: dict[Any, list[OpEvent]] = collections.defaultdict(list)
   for op in trace.ops:
@@ -163,7 +163,15 @@ def _step_executions(trace: Trace) -> tuple[str, list[list[OpEvent]], dict[str, 
   steps.sort(key=lambda ops: min(op.start_ns for op in ops))
   modules = {m: {"executions": sum(1 for e in executions.values() if e[0].module == m),
                  "time_s": t * 1e-9} for m, t in sorted(per_module.items())}
-  return step_module, steps, modules
+  by_run = {run: m for m in trace.markers for run in m.run_ids}
+  matched = [(by_run.get(ops[0].run_id), ops) for ops in steps]
+  if any(marker for marker, _ in matched):
+    # Executions dispatched outside every step annotation (e.g. the step before the
+    # window, still queued when the capture began) are not window steps.
+    return step_module, [(m, ops) for m, ops in matched if m is not None], modules
+  if len(trace.markers) == len(steps):
+    return step_module, list(zip(trace.markers, steps)), modules
+  return step_module, [(None, ops) for ops in steps], modules
 
 
 def analyze_trace(trace: Trace, scopes: dict[str, str] | None = None) -> dict[str, Any]:
@@ -171,20 +179,21 @@ def analyze_trace(trace: Trace, scopes: dict[str, str] | None = None) -> dict[st
   scopes = scopes or {}
   step_module, steps, modules = _step_executions(trace)
   per_step = []
-  for i, ops in enumerate(steps):
+  for marker, ops in steps:
     by_device: dict[str, list[OpEvent]] = collections.defaultdict(list)
     for op in ops:
       by_device[op.device].append(op)
     row = _mean([_device_step(by_device[d], scopes) for d in sorted(by_device)])
     row["devices"] = len(by_device)
-    if len(trace.markers) == len(steps):
-      row["step"] = trace.markers[i].step
-      row["marker_s"] = (trace.markers[i].end_ns - trace.markers[i].start_ns) * 1e-9
+    if marker is not None:
+      row["step"] = marker.step
+      row["marker_s"] = (marker.end_ns - marker.start_ns) * 1e-9
     per_step.append(row)
   result = _mean(per_step)
   result.update(platform=trace.platform, steps=len(per_step), per_step=per_step,
                 module=step_module, modules=modules, devices=per_step[0]["devices"],
                 step_markers=len(trace.markers),
+                left_out_executions=modules[step_module]["executions"] - len(per_step),
                 attention_rule="hlo op_name scopes" if scopes else "op names")
   return result
 

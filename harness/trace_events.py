@@ -22,14 +22,16 @@ class OpEvent:
   execution: Any  # Same value for every op of one execution of `module`.
   start_ns: float
   end_ns: float
+  run_id: int | None = None  # Links the execution to its host-side dispatch.
 
 
 @dataclasses.dataclass(frozen=True)
 class StepMarker:
-  """A host-side StepTraceAnnotation."""
+  """A host-side StepTraceAnnotation and the executions dispatched inside it."""
   step: int
   start_ns: float
   end_ns: float
+  run_ids: frozenset = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,12 +98,15 @@ def _hlo_op_events(plane, device: str | None, host: str = "") -> list[OpEvent]:
     for device_name, events in by_device.items():
       for start, end, name, stats in _drop_containers(events):
         module = str(stats.get("hlo_module", ""))
-        ops.append(OpEvent(device_name, name, module, (module, stats.get("run_id")), start, end))
+        run_id = stats.get("run_id")
+        ops.append(OpEvent(device_name, name, module, (module, run_id), start, end, run_id))
   return ops
 
 
-def _spans(line) -> list[tuple[float, float, str]]:
-  return [(ev.start_ns, ev.end_ns, ev.name) for ev in line.events] if line else []
+def _spans(line) -> list[tuple[float, float, str, int | None]]:
+  if line is None:
+    return []
+  return [(ev.start_ns, ev.end_ns, ev.name, dict(ev.stats).get("run_id")) for ev in line.events]
 
 
 def _device_ops(plane, device: str) -> list[OpEvent]:
@@ -114,21 +119,27 @@ def _device_ops(plane, device: str) -> list[OpEvent]:
   for start, end, name, _ in _drop_containers(events):
     owner = next((g for g in groups if g[0] <= start and end <= g[1]), None)
     if owner is None:
-      module, execution = "", ("", 0.0)
+      module, execution, run_id = "", ("", 0.0), None
     else:
-      module, execution = op_name(owner[2]).split("(", 1)[0], (owner[2], owner[0])
-    ops.append(OpEvent(device, name, module, execution, start, end))
+      module, execution, run_id = op_name(owner[2]).split("(", 1)[0], owner[:3], owner[3]
+    ops.append(OpEvent(device, name, module, execution, start, end, run_id))
   return ops
 
 
 def _markers(plane) -> list[StepMarker]:
-  out = []
+  """Step annotations of a host plane, each with the run_ids dispatched during it."""
+  marks, dispatches = [], []
   for line in plane.lines:
     for ev in line.events:
       stats = dict(ev.stats)
       if "step_num" in stats:
-        out.append(StepMarker(int(stats["step_num"]), ev.start_ns, ev.end_ns))
-  return out
+        marks.append((int(stats["step_num"]), ev.start_ns, ev.end_ns))
+      elif "run_id" in stats and "hlo_op" not in stats and "device_ordinal" not in stats:
+        # PjRt's host-side Execute event: the dispatch of one execution.
+        dispatches.append((ev.start_ns, stats["run_id"]))
+  return [StepMarker(step, start, end,
+                     frozenset(r for t, r in dispatches if start <= t <= end))
+          for step, start, end in marks]
 
 
 def read_trace(paths: Iterable[str]) -> Trace:

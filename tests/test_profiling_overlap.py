@@ -106,3 +106,16 @@ def test_async_pairs_match_by_name_even_when_interleaved():
       ("all-to-all", 0, 30e3, "all-to-all-start.1"),
       ("all-gather", 30e3, 31e3, "all-gather-done.4"),  # a done without a start counts alone
       ("all-gather", 40e3, 41e3, "all-gather-start.4")]  # as does a start the capture cut off
+
+
+def test_executions_dispatched_outside_the_step_annotations_are_left_out():
+  # The loop dispatches step k+1 before it waits for step k, so the capture that opens at
+  # step 2 also sees step 1's execution; only run_ids dispatched inside a marker count.
+  def run(run_id, start):
+    return [OpEvent("a", "fusion.1", "jit_step", ("jit_step", run_id), start, start + 6, run_id),
+            OpEvent("a", "all-to-all.1", "jit_step", ("jit_step", run_id), start + 6,
+                    start + 10, run_id)]
+  markers = [StepMarker(2, 0, 1, frozenset({12})), StepMarker(3, 20, 21, frozenset({13}))]
+  result = analyze_trace(Trace("cpu", run(11, 2) + run(12, 12) + run(13, 30), markers))
+  assert [r["step"] for r in result["per_step"]] == [2, 3]
+  assert (result["steps"], result["left_out_executions"]) == (2, 1)
