@@ -1,0 +1,129 @@
+"""Splash attention: numerics in Pallas interpret mode on CPU, and a real TPU compile ahead of time."""
+import os
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from harness import mesh as mesh_lib
+from harness.attention import kernels, splash
+from test_kernels import _inputs, _max_err, _reference_grads, reference_lse
+
+# libtpu guards itself with a machine-wide lock file; AOT compiles in parallel processes need this.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+# 128 is the smallest block splash accepts; the sequences below pad to two q and kv blocks.
+OPTIONS = kernels.KernelOptions(block_q=128, block_kv=128)
+CASES = [
+    # (name, q shape, kv shape, kv_valid_len, dtype)
+    ("gqa_valid_int", (1, 150, 4, 64), (1, 200, 2, 64), 170, jnp.float32),
+    ("mqa", (1, 100, 2, 128), (1, 130, 1, 128), None, jnp.float32),
+    ("mha_valid_traced_bf16", (1, 129, 2, 64), (1, 140, 2, 64), "traced", jnp.bfloat16),
+]
+TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_splash_interpreted_matches_reference(case):
+  _, shape_q, shape_kv, valid_len, dtype = case
+  q, k, v, ct = _inputs(shape_q, shape_kv, dtype)
+  ref_len = 131 if valid_len == "traced" else valid_len
+
+  def run(q, k, v, n):
+    return splash.splash_attention(q, k, v, n if valid_len == "traced" else valid_len, OPTIONS,
+                                   interpret=True)
+
+  out = jax.jit(run)(q, k, v, jnp.int32(131))
+  assert out.dtype == dtype and out.shape == shape_q
+  assert _max_err(out, reference_lse(q, k, v, ref_len)[0]) <= TOL[dtype]
+  loss = lambda q, k, v, n: jnp.sum(run(q, k, v, n).astype(jnp.float32) * ct)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v, jnp.int32(131))
+  for got, want in zip(grads, _reference_grads(q, k, v, ct, ref_len)):
+    assert _max_err(got, want) <= TOL[dtype]
+
+
+def test_splash_interpreted_fully_masked_is_zero():
+  q, k, v, _ = _inputs((1, 20, 2, 64), (1, 30, 2, 64), jnp.float32)
+  out = jax.jit(lambda q, k, v: splash.splash_attention(q, k, v, jnp.int32(0), OPTIONS,
+                                                        interpret=True))(q, k, v)
+  assert np.all(np.asarray(out) == 0.0)
+
+
+def test_splash_bad_block_size_raises():
+  q, k, v, _ = _inputs((1, 20, 2, 64), (1, 30, 2, 64), jnp.float32)
+  with pytest.raises(ValueError, match=r"attention\.block_kv=100 must be a positive multiple of 128"):
+    splash.splash_attention(q, k, v, None, kernels.KernelOptions(block_kv=100), interpret=True)
+
+
+@pytest.fixture(scope="module")
+def tpu_mesh():
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  devices = topologies.get_topology_desc(platform="tpu", topology_name="v5p:2x2x2").devices
+  return mesh_lib.make_mesh(context=8, devices=devices)
+
+
+def _compile_for_tpu(mesh, attention, kv_heads, dtype=jnp.bfloat16, out_specs=None):
+  """AOT-compiles attention on sequence shards of (2, 8 x 320, 8, 128) q inside shard_map."""
+  spec = P("data", "context", None, None)
+  sharding = NamedSharding(mesh, spec)
+  q = jax.ShapeDtypeStruct((2, 8 * 320, 8, 128), dtype, sharding=sharding)
+  kv = jax.ShapeDtypeStruct((2, 8 * 320, kv_heads, 128), dtype, sharding=sharding)
+  # Pallas calls declare no varying mesh axes for their outputs, so vma checking must be off.
+  step = jax.shard_map(attention, mesh=mesh, in_specs=(spec, spec, spec), out_specs=out_specs or spec,
+                       check_vma=False)
+  return jax.jit(step).lower(q, kv, kv).compile()
+
+
+@pytest.mark.parametrize("kv_heads", [8, 2, 1], ids=["mha", "gqa", "mqa"])
+def test_splash_compiles_for_tpu(tpu_mesh, kv_heads):
+  def attention(q, k, v):
+    # 320 local keys pad to 384 and, with kv_valid_len, exercise the segment-id mask.
+    return kernels.local_attention(q, k, v, kernel="splash", kv_valid_len=300,
+                                   options=kernels.KernelOptions(block_q=128, block_kv=128))
+
+  compiled = _compile_for_tpu(tpu_mesh, attention, kv_heads)
+  assert compiled.as_text().count("custom_call_target=\"tpu_custom_call\"") >= 1
+
+
+def test_splash_backward_compiles_for_tpu(tpu_mesh):
+  def attention(q, k, v):
+    def loss(q, k, v):
+      out = kernels.local_attention(q, k, v, kernel="splash")
+      return jnp.sum(out.astype(jnp.float32))
+    return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+  spec = P("data", "context", None, None)
+  text = _compile_for_tpu(tpu_mesh, attention, 2, out_specs=(spec, spec, spec)).as_text()
+  # Forward plus the fused dq/dk/dv backward kernel.
+  assert text.count("custom_call_target=\"tpu_custom_call\"") >= 2
+
+
+def test_splash_under_vma_checking_raises(tpu_mesh):
+  spec = P("data", "context", None, None)
+  q = jax.ShapeDtypeStruct((2, 8 * 128, 8, 128), jnp.bfloat16, sharding=NamedSharding(tpu_mesh, spec))
+  step = jax.shard_map(lambda q, k, v: kernels.local_attention(q, k, v, kernel="splash"),
+                       mesh=tpu_mesh, in_specs=(spec, spec, spec), out_specs=spec)
+  with pytest.raises(ValueError, match=r"(?m)attention\.kernel='splash' must run inside "
+                                       r"jax\.shard_map\(\.\.\., check_vma=False\); "):
+    jax.jit(step).lower(q, q, q)
+
+
+def test_splash_has_no_lse_form_on_tpu(tpu_mesh):
+  def attention(q, k, v):
+    return kernels.local_attention_lse(q, k, v, kernel="splash")[0]
+
+  with pytest.raises(ValueError, match=r"(?m)attention\.kernel='splash' has no log-sum-exp form .*"
+                                       r"valid choices: xla, blockwise$"):
+    _compile_for_tpu(tpu_mesh, attention, 8)
+
+
+def test_cudnn_unavailable_on_tpu(tpu_mesh):
+  def attention(q, k, v):
+    return kernels.local_attention(q, k, v, kernel="cudnn")
+
+  with pytest.raises(ValueError, match=r"(?m)attention\.kernel='cudnn' is not available on tpu; "
+                                       r"available on tpu: xla, blockwise, splash$"):
+    _compile_for_tpu(tpu_mesh, attention, 8)
