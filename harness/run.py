@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
+import math
 import pathlib
-import time
 
 import jax
+from jax.sharding import AbstractMesh
 
 from harness import configurables as C
 from harness import config as config_lib
 from harness import mesh as mesh_lib
 from harness import execute, summary
+from harness.mesh_axes import AXES
 from harness.steps import Setup
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +55,19 @@ def build_mesh(cfg: C.MeshConfig, devices=None):
   return mesh_lib.make_mesh(cfg.data, cfg.fsdp, cfg.context, cfg.tensor, devices=devices)
 
 
+def abstract_mesh(cfg: C.MeshConfig) -> AbstractMesh:
+  """The mesh a run would use, without starting a backend when the sizes are all explicit."""
+  sizes = {a: getattr(cfg, a) for a in AXES}
+  if cfg.simulated_devices is not None:
+    count = cfg.simulated_devices
+  elif -1 not in sizes.values():
+    count = math.prod(sizes.values())
+  else:
+    count = jax.device_count()
+  sizes = mesh_lib.resolve_axis_sizes(sizes, count)
+  return AbstractMesh(tuple(sizes.values()), AXES)
+
+
 def validate(cfgs: Configs, mesh) -> None:
   """Fails fast, before tracing, on shapes the attention or the mesh cannot take."""
   from harness.attention import validate as validate_attention
@@ -78,10 +90,12 @@ def main(gin_files, bindings, search_paths=(), dry_run: bool = False) -> dict | 
   if cfgs.run.mode == "aot":
     from harness.aot.entry import run_aot_mode
     return run_aot_mode(cfgs, build_mesh)
+  if dry_run:
+    mesh = abstract_mesh(cfgs.mesh)
+    validate(cfgs, mesh)
+    print(summary.dry_run_report(cfgs, mesh, files))
+    return None
   prepare_devices(cfgs.mesh)
   mesh = build_mesh(cfgs.mesh)
   validate(cfgs, mesh)
-  if dry_run:
-    print(summary.dry_run_report(cfgs, mesh, files))
-    return None
   return execute.execute(cfgs, mesh)

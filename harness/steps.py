@@ -110,7 +110,7 @@ def build_program(setup: Setup, mesh: Mesh) -> Program:
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   def denoise_step(params, x, text, sigma, sigma_next):
     x = diffusion.guided_euler_step(functools.partial(velocity, params), x, text, sigma,
