@@ -1,0 +1,125 @@
+"""Predicted gain of head-chunked Ulysses over single-shot for one WAN self-attention layer.
+
+  python -m harness.aot.study --out experiments/results/aot_wan_attention.md
+
+compiles the layer's attention (forward, bf16, q/k/v [1, tokens, 40, 128] sharded over 'context')
+for each topology and chunk count with the async all-to-all flag set, and writes a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from harness.aot.run import compile_and_analyze
+from harness.aot.topology import get_topology
+
+ASYNC_A2A = ("--xla_tpu_enable_async_all_to_all=true",
+             "--xla_tpu_overlap_compute_collective_tc=true")
+# WAN 2.2 A14B (each expert) / Wan 2.1 14B: 40 heads x 128. Tokens at 81 frames: 720p and 480p.
+TOKENS = {"720p": 75_600, "480p": 32_760}
+TOPOLOGIES = {8: "v5p:2x2x2", 16: "v5p:2x2x4", 32: "v5p:2x4x4"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  resolution: str
+  context: int
+  chunks: int
+  heads: int = 40
+  head_dim: int = 128
+
+
+def _attention(topology, case: Case, kernel: str):
+  from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
+  from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
+  mesh = make_mesh(context=case.context, devices=topology.devices)
+  spec = NamedSharding(mesh, P(("data", "fsdp"), "context"))
+  x = jax.ShapeDtypeStruct((1, TOKENS[case.resolution], case.heads, case.head_dim), jnp.bfloat16,
+                           sharding=spec)
+  pad = case.heads % case.context != 0
+  fn = lambda q, k, v: context_parallel_attention(q, k, v, mesh=mesh, variant="ulysses",
+                                                  num_chunks=case.chunks, kernel=kernel,
+                                                  pad_heads=pad)
+  return fn, (x, x, x)
+
+
+def run_case(case: Case, kernel: str, flags=ASYNC_A2A) -> dict:
+  """AOT report for one case, plus its wall-clock compile time."""
+  topology = get_topology(TOPOLOGIES[case.context])
+  fn, args = _attention(topology, case, kernel)
+  start = time.perf_counter()
+  report, _ = compile_and_analyze(fn, args, topology, flags)
+  report["wall_s"] = time.perf_counter() - start
+  return report
+
+
+def max_chunks(heads: int, context: int) -> int:
+  """Head units of `context` heads after padding: the valid chunk counts are 1..this."""
+  return -(-heads // context)
+
+
+def _row(case: Case, report: dict, base: dict) -> str:
+  if report.get("error"):
+    return f"| {case.chunks} | {report['error'][:80]} |" + " |" * 8
+  a2a = report["collectives"].get("all-to-all", {"count": 0, "async_count": 0})
+  gain = (base["predicted_step_s"] - report["predicted_step_s"]) / base["predicted_step_s"]
+  ms = lambda s: f"{s * 1e3:.2f}"
+  return (f"| {case.chunks} | {a2a['async_count']}/{a2a['count']} | {ms(report['comm_s'])} | "
+          f"{ms(report['compute_s'])} | {ms(report['exposed_comm_s'])} | "
+          f"{report['hidden_fraction'] * 100:.0f} % | {ms(report['predicted_step_s'])} | "
+          f"{gain * 100:+.2f} % | {report['hbm_bytes'] / 2**30:.1f} | {report['wall_s']:.0f} |")
+
+
+def study(resolutions, contexts, kernel: str, chunk_limit: int) -> str:
+  """Markdown with one table per (resolution, context degree)."""
+  lines = []
+  for resolution in resolutions:
+    for context in contexts:
+      top = min(max_chunks(40, context), chunk_limit)
+      lines += [f"### {resolution} ({TOKENS[resolution]:,} tokens), cp={context} on "
+                f"{TOPOLOGIES[context]}, kernel={kernel}", "",
+                "| C | async a2a | comm ms | compute ms | exposed ms | hidden | predicted ms | "
+                "gain vs C=1 | HBM GiB | compile s |", "|" + "---|" * 10]
+      base = None
+      for chunks in range(1, top + 1):
+        case = Case(resolution, context, chunks)
+        report = run_case(case, kernel)
+        base = base or report
+        lines.append(_row(case, report, base))
+        print(lines[-1], file=sys.stderr, flush=True)
+      lines.append("")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default="experiments/results/aot_wan_attention.md")
+  parser.add_argument("--kernel", default="splash")
+  parser.add_argument("--resolutions", default="720p,480p")
+  parser.add_argument("--contexts", default="8,16,32")
+  parser.add_argument("--max_chunks", type=int, default=5)
+  args = parser.parse_args(argv)
+  body = study(args.resolutions.split(","), [int(c) for c in args.contexts.split(",")],
+               args.kernel, args.max_chunks)
+  header = (f"# Predicted gain of head-chunked Ulysses (AOT, no TPU)\n\nGenerated "
+            f"{datetime.date.today()} by `python -m harness.aot.study "
+            f"{' '.join(argv or sys.argv[1:])}` with jax {jax.__version__}; flags "
+            f"{' '.join(ASYNC_A2A)}. Model and assumptions: docs/aot.md.\n\n")
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w") as f:
+    f.write(header + body + "\n")
+  print(header + body)
+
+
+if __name__ == "__main__":
+  main()
