@@ -6,16 +6,13 @@ import glob
 import os
 import re
 import statistics
-from typing import Any, Iterable
+from typing import Any
 
 from harness import overlap
 from harness.trace_events import OpEvent, Trace, TraceError, op_name, read_trace
 
 __all__ = ["TraceError", "analyze", "find_capture", "format_table", "trace_scalars"]
 
-COLLECTIVE_KINDS = ("all-to-all", "collective-permute", "all-gather", "reduce-scatter",
-                    "all-reduce")
-# reduce-scatter before all-reduce: "all-reduce-scatter" style names are reduce-scatters.
 _KIND = re.compile(r"(all-to-all|collective-permute|all-gather|reduce-scatter|all-reduce)"
                    r"(-start|-done)?")
 # Scopes (or, without HLO text, op names) that mark attention work; see docs/profiling.md.
@@ -52,7 +49,7 @@ def find_capture(path: str) -> tuple[str, list[str]]:
     folders = sorted(glob.glob(os.path.join(path, pattern)) if pattern else [path])
     folders = [f for f in folders if glob.glob(os.path.join(f, "*.xplane.pb"))]
     if folders:
-      # The newest capture; session names sort by time, mtime breaks ties.
+      # The newest capture by modification time; the name breaks ties.
       capture = max(folders, key=lambda f: (os.path.getmtime(f), f))
       return capture, sorted(glob.glob(os.path.join(capture, "*.xplane.pb")))
   raise TraceError(f"no .xplane.pb under {path} (expected a run, tensorboard or capture folder)")

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from harness.attention import context_parallel_attention
+from harness.mesh import make_mesh
 from harness.profiler_window import ProfilerWindow
 from harness.profiling import analyze, trace_scalars
 
@@ -120,8 +122,6 @@ def test_bad_window_names_the_binding():
 
 
 def test_chunked_ulysses_all_to_all_count_matches_hlo(tmp_path):
-  from harness.attention import context_parallel_attention  # pylint: disable=import-outside-toplevel
-  from harness.mesh import make_mesh  # pylint: disable=import-outside-toplevel
   mesh = make_mesh(context=8)
   q_BxSxHxD = jnp.ones((1, 64, 16, 8))
   attend = jax.jit(lambda q, k, v: context_parallel_attention(
