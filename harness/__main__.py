@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {err}", file=sys.stderr)
     return 3
   except ValueError as err:  # user mistakes: one line, no traceback
-    print(f"error: {err}", file=sys.stderr)
+    # gin appends "In call to configurable ..." on further lines; the first line says it all.
+    print(f"error: {(str(err).splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
