@@ -9,7 +9,8 @@ costed as memory bound: (operand + result bytes) / HBM bandwidth.
 
 Communication (per device, B = bytes of the collective's input on one device, n = devices in the
 group, link = one ICI link's bandwidth in one direction, L = links a chip has inside the group's
-chip box, C = links crossing the bisection of that box):
+bounding box of chips (1 per axis of size 2, 2 per longer axis), C = links crossing the bisection of
+the box's longest axis (doubled with wrap-around links), all-to-all traffic scaled by devices a chip):
   all-to-all          max((n-1)/n * B / (L*link),  n*B/4 / (C*link))   injection vs bisection bound
   all-gather          (n-1) * B / (L*link)                               every device receives (n-1)*B
   reduce-scatter      (n-1)/n * B / (L*link)
