@@ -124,6 +124,12 @@ def test_quickstart_capture_and_scalars_in_tensorboard(tmp_path):
     assert runs is not None and run_name in runs, runs
     tools = _get(port, "data/plugin/profile/run_tools?run=" + urllib.parse.quote(run_name))
     assert any(t.startswith("trace_viewer") for t in tools), tools
+    # The trace viewer's data: the timeline a researcher opens, collectives included.
+    host = next(f for f in os.listdir(result["capture"])
+                if f.endswith(".xplane.pb")).split(".xplane.pb")[0]
+    query = urllib.parse.urlencode({"run": run_name, "tag": "trace_viewer@", "host": host})
+    timeline = _get(port, "data/plugin/profile/data?" + query)
+    assert any("all-to-all" in e.get("name", "") for e in timeline["traceEvents"])
 
     tags = _poll(port, "data/plugin/scalars/tags",
                  lambda a: "perf/step_time_seconds" in a.get("quickstart/tensorboard", {}))
