@@ -1,6 +1,7 @@
 """XSpace (.xplane.pb) → flat list of XLA op events per device, via jax.profiler.ProfileData."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 import re
@@ -83,24 +84,34 @@ def _drop_containers(events: list[tuple[float, float, str, dict]]) -> list:
           if not is_container and not _CONTAINER_OP.match(e[2])]
 
 
-def _hlo_op_events(plane, device: str | None, host: str = "") -> list[OpEvent]:
-  """Events carrying hlo_op/hlo_module stats: CPU thunks (device from device_ordinal)."""
-  ops = []
+def _scan_plane(plane, device: str | None, host: str = "") -> tuple[list[OpEvent], list]:
+  """One pass over a host (or GPU) plane: hlo_op events, step annotations, dispatches.
+
+  CPU thunks carry hlo_op/hlo_module/run_id stats; their device is `device_ordinal`.
+  """
+  ops, marks, dispatches = [], [], []
   for line in plane.lines:
     by_device: dict[str, list] = {}
     for ev in line.events:
       stats = dict(ev.stats)
-      if "hlo_op" not in stats:
-        continue
-      device_name = device or f"{host}cpu:{stats.get('device_ordinal', 0)}"
-      by_device.setdefault(device_name, []).append(
-          (ev.start_ns, ev.end_ns, str(stats["hlo_op"]), stats))
+      if "hlo_op" in stats:
+        device_name = device or f"{host}cpu:{stats.get('device_ordinal', 0)}"
+        by_device.setdefault(device_name, []).append(
+            (ev.start_ns, ev.end_ns, str(stats["hlo_op"]), stats))
+      elif "step_num" in stats:
+        marks.append((int(stats["step_num"]), ev.start_ns, ev.end_ns))
+      elif "run_id" in stats and "device_ordinal" not in stats:
+        # PjRt's host-side Execute event: the dispatch of one execution.
+        dispatches.append((ev.start_ns, stats["run_id"]))
     for device_name, events in by_device.items():
       for start, end, name, stats in _drop_containers(events):
         module = str(stats.get("hlo_module", ""))
         run_id = stats.get("run_id")
         ops.append(OpEvent(device_name, name, module, (module, run_id), start, end, run_id))
-  return ops
+  markers = [StepMarker(step, start, end,
+                        frozenset(r for t, r in dispatches if start <= t <= end))
+             for step, start, end in marks]
+  return ops, markers
 
 
 def _spans(line) -> list[tuple[float, float, str, int | None]]:
@@ -115,31 +126,19 @@ def _device_ops(plane, device: str) -> list[OpEvent]:
   groups = _spans(lines.get("XLA Modules")) or _spans(lines.get("Steps"))
   events = [(ev.start_ns, ev.end_ns, op_name(ev.name), dict(ev.stats))
             for ev in lines["XLA Ops"].events]
+  groups.sort(key=lambda g: g[0])
+  group_starts = [g[0] for g in groups]
   ops = []
   for start, end, name, _ in _drop_containers(events):
-    owner = next((g for g in groups if g[0] <= start and end <= g[1]), None)
+    # The latest module event starting at or before the op; it owns the op if it encloses it.
+    i = bisect.bisect_right(group_starts, start) - 1
+    owner = groups[i] if i >= 0 and end <= groups[i][1] else None
     if owner is None:
       module, execution, run_id = "", ("", 0.0), None
     else:
       module, execution, run_id = op_name(owner[2]).split("(", 1)[0], owner[:3], owner[3]
     ops.append(OpEvent(device, name, module, execution, start, end, run_id))
   return ops
-
-
-def _markers(plane) -> list[StepMarker]:
-  """Step annotations of a host plane, each with the run_ids dispatched during it."""
-  marks, dispatches = [], []
-  for line in plane.lines:
-    for ev in line.events:
-      stats = dict(ev.stats)
-      if "step_num" in stats:
-        marks.append((int(stats["step_num"]), ev.start_ns, ev.end_ns))
-      elif "run_id" in stats and "hlo_op" not in stats and "device_ordinal" not in stats:
-        # PjRt's host-side Execute event: the dispatch of one execution.
-        dispatches.append((ev.start_ns, stats["run_id"]))
-  return [StepMarker(step, start, end,
-                     frozenset(r for t, r in dispatches if start <= t <= end))
-          for step, start, end in marks]
 
 
 def read_trace(paths: Iterable[str]) -> Trace:
@@ -156,14 +155,12 @@ def read_trace(paths: Iterable[str]) -> Trace:
         ops.extend(_device_ops(plane, f"{host}{match.group(1)}:{match.group(2)}"))
       elif match:
         platforms.add(match.group(1).lower())
-        ops.extend(_hlo_op_events(plane, f"{host}{match.group(1)}:{match.group(2)}"))
+        ops.extend(_scan_plane(plane, f"{host}{match.group(1)}:{match.group(2)}")[0])
       elif plane.name.startswith("/host:"):
-        if plane.name == "/host:CPU":
-          host_ops = _hlo_op_events(plane, None, host)
-          if host_ops:
-            platforms.add("cpu")
-          ops.extend(host_ops)
-        markers.extend(_markers(plane))
+        host_ops, host_markers = _scan_plane(plane, None, host)
+        platforms.update(["cpu"] if host_ops else [])
+        ops.extend(host_ops)
+        markers.extend(host_markers)
   if not ops:
     raise TraceError(f"no XLA op events in {', '.join(paths)} (nothing ran on a device during "
                      "the capture, or the file is from another tool)")
