@@ -131,6 +131,7 @@ def test_quickstart_capture_and_scalars_in_tensorboard(tmp_path):
     timeline = _get(port, "data/plugin/profile/data?" + query)
     assert any("all-to-all" in e.get("name", "") for e in timeline["traceEvents"])
 
+    wanted = {"perf/step_time_seconds", "trace/exposed_collective_s", "trace/overlap_fraction"}
     tags = _poll(port, "data/plugin/scalars/tags",
-                 lambda a: "perf/step_time_seconds" in a.get("quickstart/tensorboard", {}))
-    assert "perf/step_time_seconds" in tags.get("quickstart/tensorboard", {}), tags
+                 lambda a: wanted <= set(a.get("quickstart/tensorboard", {})))
+    assert wanted <= set(tags.get("quickstart/tensorboard", {})), tags
