@@ -4,6 +4,7 @@ import pytest
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from harness.attention import kernels
 
@@ -217,6 +218,28 @@ def test_bad_valid_len_raises():
     kernels.local_attention(q, k, v, kernel="xla", kv_valid_len=5)
 
 
+@pytest.mark.parametrize("kernel,lse", [("xla", False), ("blockwise", False), ("blockwise", True)])
+def test_inside_shard_map_with_replicated_kv(kernel, lse):
+  # Cross-attention layout: q sequence-sharded, k/v replicated over 'context', vma checking on;
+  # the k/v gradients must come back summed over the q shards.
+  from harness import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  mesh = mesh_lib.make_mesh(data=2, context=4)
+  q_spec, kv_spec = P("data", "context", None, None), P("data", None, None, None)
+  q, k, v, ct = _inputs((2, 32, 4, 8), (2, 24, 2, 8), jnp.float32)
+  fn = kernels.local_attention_lse if lse else kernels.local_attention
+
+  def local(q, k, v):
+    result = fn(q, k, v, kernel=kernel, kv_valid_len=20, options=SMALL_BLOCKS)
+    return result[0] if lse else result
+
+  attention = jax.shard_map(local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec)
+  assert _max_err(jax.jit(attention)(q, k, v), reference_lse(q, k, v, 20)[0]) <= 1e-5
+  loss = lambda q, k, v: jnp.sum(attention(q, k, v) * ct)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  for got, want in zip(grads, _reference_grads(q, k, v, ct, 20)):
+    assert _max_err(got, want) <= 1e-5
+
+
 def _compiled_temp_bytes(fn, *shapes):
   return jax.jit(fn).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
 
@@ -232,3 +255,26 @@ def test_blockwise_never_materialises_the_score_matrix():
   fwd_bwd = jax.grad(lambda q, k, v: jnp.sum(fwd(q, k, v)), argnums=(0, 1, 2))
   assert _compiled_temp_bytes(fwd, x, x, x) < score_matrix_bytes // 8
   assert _compiled_temp_bytes(fwd_bwd, x, x, x) < score_matrix_bytes // 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
+@pytest.mark.parametrize("case", CASES[1:], ids=[c[0] for c in CASES[1:]])
+def test_cudnn_matches_reference(case):
+  _, shape_q, shape_kv, valid_len = case
+  q, k, v, ct = _inputs(shape_q, shape_kv, jnp.bfloat16)
+  ref_len = 9 if valid_len == "traced" else valid_len
+  out = jax.jit(lambda q, k, v: _call("cudnn", q, k, v, valid_len))(q, k, v)
+  assert out.dtype == jnp.bfloat16 and _max_err(out, reference_lse(q, k, v, ref_len)[0]) <= 2e-2
+  loss = lambda q, k, v: jnp.sum(_call("cudnn", q, k, v, valid_len).astype(jnp.float32) * ct)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  for got, want in zip(grads, _reference_grads(q, k, v, ct, ref_len)):
+    assert _max_err(got, want) <= 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
+def test_cudnn_rejects_float32():
+  q, k, v, _ = _inputs((1, 16, 2, 64), (1, 16, 2, 64), jnp.float32)
+  with pytest.raises(ValueError, match=r"attention\.kernel='cudnn' needs bfloat16 or float16 inputs"):
+    kernels.local_attention(q, k, v, kernel="cudnn")

@@ -32,11 +32,32 @@ def blockwise_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: j
   k_MxBxCxKxD = _to_blocks(jnp.pad(k_BxTxKxD, kv_pad), block_kv)
   v_MxBxCxKxD = _to_blocks(jnp.pad(v_BxTxKxD, kv_pad), block_kv)
 
+  # Inside shard_map every operand must vary over the same mesh axes (scan carries are checked);
+  # casting before the custom VJP lets autodiff transpose the cast into the needed psum.
+  axes = _varying_axes(q_NxBxQxKxGxD, k_MxBxCxKxD, v_MxBxCxKxD, valid_len)
+  q_NxBxQxKxGxD, k_MxBxCxKxD, v_MxBxCxKxD, valid_len = (
+      _vary(x, axes) for x in (q_NxBxQxKxGxD, k_MxBxCxKxD, v_MxBxCxKxD, valid_len))
   out_NxBxQxKxGxD, lse_NxBxKxGxQ = _flash(q_NxBxQxKxGxD, k_MxBxCxKxD, v_MxBxCxKxD, valid_len,
                                           1.0 / math.sqrt(d), masked)
   out_BxSxHxD = _from_blocks(out_NxBxQxKxGxD)[:, :s].reshape(b, s, h, d)
   lse_BxHxS = jnp.moveaxis(lse_NxBxKxGxQ, 0, 3).reshape(b, h, s + pad_s)[..., :s]
   return out_BxSxHxD, lse_BxHxS
+
+
+def _varying_axes(*xs: jax.Array) -> frozenset[str]:
+  """shard_map axes over which any of `xs` varies (empty outside shard_map)."""
+  axes = frozenset()
+  for x in xs:
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)
+    axes |= frozenset(getattr(manual, "varying", None) or getattr(aval, "vma", None) or ())
+  return axes
+
+
+def _vary(x: jax.Array, axes: frozenset[str]) -> jax.Array:
+  """Marks `x` as varying over `axes`; fresh scan carries start out invariant."""
+  missing = tuple(sorted(axes - _varying_axes(x)))
+  return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
 def _to_blocks(x_BxLx___: jax.Array, block: int) -> jax.Array:
@@ -85,9 +106,10 @@ def _forward_q_block(q_BxQxKxGxD, k_MxBxCxKxD, v_MxBxCxKxD, valid_len, scale, ma
         preferred_element_type=jnp.float32)
     return (acc_BxKxGxQxD, new_max_BxKxGxQ, denom_BxKxGxQ), None
 
-  init = (jnp.zeros((b, kv_heads, groups, q_len, d), jnp.float32),
-          jnp.full((b, kv_heads, groups, q_len), -jnp.inf, jnp.float32),
-          jnp.zeros((b, kv_heads, groups, q_len), jnp.float32))
+  axes = _varying_axes(q_BxQxKxGxD, k_MxBxCxKxD, v_MxBxCxKxD, valid_len)
+  init = (_vary(jnp.zeros((b, kv_heads, groups, q_len, d), jnp.float32), axes),
+          _vary(jnp.full((b, kv_heads, groups, q_len), -jnp.inf, jnp.float32), axes),
+          _vary(jnp.zeros((b, kv_heads, groups, q_len), jnp.float32), axes))
   xs = (jnp.arange(k_MxBxCxKxD.shape[0]), k_MxBxCxKxD, v_MxBxCxKxD)
   (acc_BxKxGxQxD, max_BxKxGxQ, denom_BxKxGxQ), _ = jax.lax.scan(step, init, xs)
   nonempty_BxKxGxQ = denom_BxKxGxQ > 0
@@ -123,6 +145,7 @@ def _flash_bwd(scale, masked, residuals, cotangents):
   # Fully masked rows have p = 0; zeroing their row term keeps a stray inf cotangent out.
   delta_NxBxKxGxQ = jnp.where(jnp.isfinite(lse_NxBxKxGxQ), delta_NxBxKxGxQ, 0.0)
   shift_NxBxKxGxQ = _finite_or_zero(lse_NxBxKxGxQ)
+  axes = _varying_axes(*residuals, *cotangents)
 
   def kv_step(dq_NxBxQxKxGxD, kv_xs):
     block_index, k_BxCxKxD, v_BxCxKxD = kv_xs
@@ -143,13 +166,13 @@ def _flash_bwd(scale, masked, residuals, cotangents):
                                q_BxQxKxGxD, preferred_element_type=jnp.float32)
       return (dk_BxCxKxD, dv_BxCxKxD), dq_BxQxKxGxD
 
-    zeros_BxCxKxD = jnp.zeros(k_BxCxKxD.shape, jnp.float32)
+    zeros_BxCxKxD = _vary(jnp.zeros(k_BxCxKxD.shape, jnp.float32), axes)
     (dk_BxCxKxD, dv_BxCxKxD), dq_NxBxQxKxGxD_block = jax.lax.scan(
         q_step, (zeros_BxCxKxD, zeros_BxCxKxD),
         (q_NxBxQxKxGxD, dout_NxBxQxKxGxD, shift_NxBxKxGxQ, delta_NxBxKxGxQ))
     return dq_NxBxQxKxGxD + dq_NxBxQxKxGxD_block, (dk_BxCxKxD, dv_BxCxKxD)
 
-  dq_init = jnp.zeros(q_NxBxQxKxGxD.shape, jnp.float32)
+  dq_init = _vary(jnp.zeros(q_NxBxQxKxGxD.shape, jnp.float32), axes)
   dq_NxBxQxKxGxD, (dk_MxBxCxKxD, dv_MxBxCxKxD) = jax.lax.scan(
       kv_step, dq_init, (jnp.arange(k_MxBxCxKxD.shape[0]), k_MxBxCxKxD, v_MxBxCxKxD))
   return (dq_NxBxQxKxGxD.astype(q_NxBxQxKxGxD.dtype), dk_MxBxCxKxD.astype(k_MxBxCxKxD.dtype),
