@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import time
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -13,13 +16,27 @@ log = logging.getLogger(__name__)
 class Checkpointer:
   """Saves every `every` steps (and on request); restores the newest complete checkpoint."""
 
-  def __init__(self, directory: pathlib.Path, every: int, keep: int = 3):
+  def __init__(self, directory: pathlib.Path, every: int, keep: int = 3, fresh: bool = False):
     self.every = every
     self.directory = directory
+    if jax.process_index() == 0:
+      self._tidy(fresh)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("checkpoint directory ready")
     self._mngr = ocp.CheckpointManager(
         directory.resolve(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                              create=True))
+
+  def _tidy(self, fresh: bool) -> None:
+    directory = self.directory
+    if fresh and directory.exists() and any(directory.iterdir()):
+      aside = directory.with_name(f"{directory.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+      directory.rename(aside)
+      log.warning("run.resume=False: earlier checkpoints kept in %s", aside)
+    for partial in sorted(directory.glob("*.orbax-checkpoint-tmp*")):
+      # A save cut short (e.g. SIGKILL) is never renamed to its step, and orbax ignores it.
+      log.warning("skipping incomplete checkpoint %s", partial)
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()

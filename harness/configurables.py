@@ -43,6 +43,7 @@ class RunConfig:
   nan_check: bool = True
   final_eval: bool = False
   progress: bool = True
+  poison_step: int = -1  # for tests: feed NaN inputs at this train step to exercise nan_check
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -71,6 +72,8 @@ class MeshConfig:
   coordinator_address: str | None = None
   num_processes: int | None = None
   process_id: int | None = None
+  heartbeat_timeout_s: int = 100
+  init_timeout_s: int = 300
 
 
 @dataclasses.dataclass(frozen=True)

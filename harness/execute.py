@@ -82,13 +82,16 @@ def execute(cfgs, mesh) -> dict:
   """Runs the configured mode; writes outputs (process 0) even when the run fails."""
   run_dir = cfgs.run_dir
   is_main = jax.process_index() == 0
-  resume = cfgs.run.resume and cfgs.run.mode == "train"
-  writer = metrics.MetricsWriter(run_dir, enabled=is_main, resume=resume)
+  mode = cfgs.run.mode
+  # In train mode checkpoints are always possible: every N steps, and on SIGTERM even when N=0.
+  ckpt = (Checkpointer(run_dir / "checkpoints", cfgs.run.checkpoint_every,
+                       fresh=not cfgs.run.resume) if mode == "train" else None)
+  resume_step = (ckpt.latest_step() or 0) if ckpt is not None else 0
+  writer = metrics.MetricsWriter(run_dir, enabled=is_main, resume_step=resume_step)
   operative = config_lib.operative_config()
   if is_main:
     (run_dir / "config.gin").write_text(operative)
     writer.text("config/operative_gin", operative)
-  mode = cfgs.run.mode
   flops = _flops(cfgs, mode)
   tokens = cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size * (2 if mode == "eval" else 1)
   p = cfgs.profiler
@@ -96,8 +99,6 @@ def execute(cfgs, mesh) -> dict:
                           start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
                           process_index=jax.process_index())
   ctx = RunContext(cfgs.run, mesh, window, _step_logger(writer, cfgs, tokens, flops, "perf"))
-  ckpt = (Checkpointer(run_dir / "checkpoints", cfgs.run.checkpoint_every)
-          if mode == "train" and cfgs.run.checkpoint_every > 0 else None)
   program = steps.build_program(cfgs.setup, mesh)
   n_params = steps.count_params(program.abstract_params)
   phase, status, error, extra = None, "ok", None, {}

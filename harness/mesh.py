@@ -74,7 +74,8 @@ def use_simulated_devices(count: int) -> None:
 
 
 def init_distributed(coordinator_address: str | None, num_processes: int | None,
-                     process_id: int | None) -> None:
+                     process_id: int | None, heartbeat_timeout_s: int = 100,
+                     init_timeout_s: int = 300) -> None:
   """Joins a multi-process job when bindings or the usual environment say so."""
   explicit = coordinator_address is not None
   # Multi-host TPU slices list several workers; jax.distributed discovers the rest there.
@@ -88,6 +89,8 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
     if num_processes is None or process_id is None:
       raise ValueError("mesh.coordinator_address needs mesh.num_processes and mesh.process_id too")
     jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, initialization_timeout=init_timeout_s,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)
   else:
-    jax.distributed.initialize()
+    jax.distributed.initialize(initialization_timeout=init_timeout_s,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)

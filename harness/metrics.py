@@ -27,10 +27,21 @@ def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+def _keep_steps_below(path: pathlib.Path, step: int) -> None:
+  """On resume from `step`, drops records of steps that will run again (none on a fresh run)."""
+  if not path.exists():
+    return
+  kept = [ln for ln in path.read_text().splitlines()
+          if ln.strip() and step > 0 and json.loads(ln)["step"] < step]
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(ln + "\n" for ln in kept))
+  os.replace(tmp, path)
+
+
 class MetricsWriter:
   """Appends per-step records and TensorBoard scalars; a no-op on processes other than 0."""
 
-  def __init__(self, run_dir: pathlib.Path, enabled: bool, resume: bool = False):
+  def __init__(self, run_dir: pathlib.Path, enabled: bool, resume_step: int = 0):
     self.run_dir = run_dir
     self.enabled = enabled
     self._jsonl = None
@@ -38,7 +49,9 @@ class MetricsWriter:
     if enabled:
       from tensorboardX import SummaryWriter  # TF-free event writer
       run_dir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(run_dir / "metrics.jsonl", "a" if resume else "w")
+      path = run_dir / "metrics.jsonl"
+      _keep_steps_below(path, resume_step)
+      self._jsonl = open(path, "a")
       self._tb = SummaryWriter(str(run_dir / "tensorboard"))
 
   def step(self, record: dict[str, Any], scalars: dict[str, float]) -> None:

@@ -48,7 +48,8 @@ def prepare_devices(cfg: C.MeshConfig) -> None:
   """Simulated CPU devices and multi-process set-up, before the JAX backend starts."""
   if cfg.simulated_devices is not None:
     mesh_lib.use_simulated_devices(cfg.simulated_devices)
-  mesh_lib.init_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+  mesh_lib.init_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id,
+                            cfg.heartbeat_timeout_s, cfg.init_timeout_s)
 
 
 def build_mesh(cfg: C.MeshConfig, devices=None):

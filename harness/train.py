@@ -53,8 +53,13 @@ def train(ctx, program, setup, ckpt: Checkpointer | None) -> PhaseResult:
   times: list[float] = []
   last: dict[str, float] = {}
 
+  poison = jax.jit(lambda b: jax.tree.map(lambda x: x * jnp.nan, b))
+
   def step_fn(state, step):
-    p, o, metrics = compiled(*state, batch_fn(step), jnp.int32(step))
+    batch = batch_fn(step)
+    if step == run_cfg.poison_step:
+      batch = poison(batch)
+    p, o, metrics = compiled(*state, batch, jnp.int32(step))
     return (p, o), metrics
 
   def on_step(step, metrics, dt):
