@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
   g.add_argument("--priority", choices=xpk.PRIORITIES)
   g.add_argument("--num_slices", type=int, help="overrides sweep.hardware num_slices")
   g.add_argument("--env", action="append", default=[], help="KEY=VALUE for the container")
+  g.add_argument("--storage", action="append", default=[],
+                 help="xpk storage to mount (e.g. GCS FUSE holding --output_dir)")
+  g.add_argument("--collect_dir", help="--output_dir as seen from here (default the same)")
   g.add_argument("--xpk", default="xpk", help="the xpk executable")
   g.add_argument("--remote_python", default="python", help="python inside the image")
   g.add_argument("--wait_timeout_s", type=int, help="give up waiting for a workload after this")
@@ -46,7 +49,7 @@ def _xpk_options(args: argparse.Namespace) -> xpk.XpkOptions:
       cluster=args.cluster, project=args.project, zone=args.zone,
       docker_image=args.docker_image, base_docker_image=args.base_docker_image,
       max_restarts=args.max_restarts, priority=args.priority, num_slices=args.num_slices,
-      env=tuple(args.env), xpk=args.xpk, python=args.remote_python,
+      env=tuple(args.env), storage=tuple(args.storage), xpk=args.xpk, python=args.remote_python,
       wait_timeout_s=args.wait_timeout_s)
   opts.check()
   return opts
@@ -67,7 +70,8 @@ def launch(args: argparse.Namespace) -> int:
     if args.dry_run:
       xpk.print_commands(runs, opts, output_dir)
       return 0
-    counts = xpk.run_sweep(runs, opts, results_dir, output_dir, progress=not args.no_progress)
+    counts = xpk.run_sweep(runs, opts, results_dir, output_dir, collect_dir=args.collect_dir,
+                           progress=not args.no_progress)
   else:
     cmd = local.harness_command(args.harness_cmd)
     if args.dry_run:

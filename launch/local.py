@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Iterator, Sequence
 
@@ -128,8 +129,11 @@ def run_sweep(runs: Sequence[Run], results_dir: str | os.PathLike, *,
   results_dir = pathlib.Path(results_dir)
   cmd = list(harness_cmd or harness_command())
   counts = Counts()
+  # SIGTERM (e.g. a job scheduler) unwinds like Ctrl-C, so the run in flight is stopped too.
+  main_thread = threading.current_thread() is threading.main_thread()
   previous = signal.getsignal(signal.SIGTERM)
-  signal.signal(signal.SIGTERM, _sigterm_as_exit)
+  if main_thread:
+    signal.signal(signal.SIGTERM, _sigterm_as_exit)
   try:
     with exclusive(results_dir):
       store = results.ResultsFile(results_dir / results.RESULTS_FILE)
@@ -151,5 +155,6 @@ def run_sweep(runs: Sequence[Run], results_dir: str | os.PathLike, *,
           first = (record["error"] or "").strip().splitlines()[-1:] or [""]
           tqdm.tqdm.write(f"FAILED {run.name}: {first[0]}", file=sys.stderr)
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    if main_thread:
+      signal.signal(signal.SIGTERM, previous)
   return counts

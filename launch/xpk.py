@@ -34,6 +34,7 @@ class XpkOptions:
   priority: str | None = None
   num_slices: int | None = None  # overrides sweep.hardware's
   env: tuple[str, ...] = ()  # extra K=V for the container
+  storage: tuple[str, ...] = ()  # xpk storages (e.g. a GCS FUSE mount) the workload uses
   xpk: str = "xpk"
   python: str = "python"  # the interpreter inside the image
   wait_timeout_s: int | None = None
@@ -106,6 +107,8 @@ def create_argv(run: Run, opts: XpkOptions, output_dir: str) -> list[str]:
     argv += ["--env", f"LIBTPU_INIT_ARGS={flags}"]
   for item in opts.env:
     argv += ["--env", item]
+  for name in opts.storage:
+    argv += ["--storage", name]
   if opts.max_restarts is not None:
     argv += ["--max-restarts", str(opts.max_restarts)]
   if opts.priority:
@@ -158,10 +161,16 @@ def print_commands(runs: Sequence[Run], opts: XpkOptions, output_dir: str) -> No
 
 
 def run_sweep(runs: Sequence[Run], opts: XpkOptions, results_dir: str | os.PathLike,
-              output_dir: str, *, progress: bool = True) -> Counts:
-  """Submits every run not done yet, waits for each, and records what it wrote."""
+              output_dir: str, *, collect_dir: str | None = None,
+              progress: bool = True) -> Counts:
+  """Submits every run not done yet, waits for each, and records what it wrote.
+
+  `output_dir` is run.output_dir as the container sees it; `collect_dir` is the same place as
+  this machine sees it (e.g. gs://bucket/x for a GCS FUSE mount at /gcs/x), default the same.
+  """
   results_dir, counts = pathlib.Path(results_dir), Counts()
   argvs = {run.name: create_argv(run, opts, output_dir) for run in runs}  # errors before any submit
+  output_dir = collect_dir or output_dir
   with exclusive(results_dir):
     store = results.ResultsFile(results_dir / results.RESULTS_FILE)
     records, submitted = store.load(), []

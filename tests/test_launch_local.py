@@ -188,7 +188,8 @@ def test_cli_dry_run_and_errors(fake, capsys):
   assert _calls(fake) == []
 
 
-def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake):
+@pytest.mark.parametrize("how", ["sigkill-group", "sigterm-launcher"])
+def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake, how):
   exp = fake / "fake.gin"
   exp.write_text(EXPERIMENT % 2)
   out = fake / "res"
@@ -203,8 +204,15 @@ def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake
     if done.exists() and len(done.read_text().splitlines()) >= 2:
       break
     time.sleep(0.05)
-  os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run in flight
-  proc.wait()
+  if how == "sigkill-group":
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run in flight
+    assert proc.wait() == -signal.SIGKILL
+  else:
+    proc.terminate()  # the launcher alone: it must stop its child itself
+    assert proc.wait() == 128 + signal.SIGTERM
+    calls = len(_calls(fake))
+    time.sleep(0.6)
+    assert len(_calls(fake)) == calls  # no run started after the launcher went
   before = [r["run"] for r in _lines(out)]
   assert 2 <= len(before) < 6
   subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,

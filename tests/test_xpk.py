@@ -20,7 +20,8 @@ XPK_VENV = pathlib.Path(os.environ.get(
 EXPERIMENT = "experiments/two_phase_vs_single_shot.gin"
 XPK_FLAGS = ["--backend", "xpk", "--dry_run", "--cluster", "bench-v5p", "--project", "my-proj",
              "--zone", "us-east5-a", "--docker_image", "gcr.io/my-proj/harness:0.1",
-             "--max_restarts", "1", "--priority", "high", "--output_dir", "gs://bucket/tp"]
+             "--max_restarts", "1", "--priority", "high", "--storage", "results-fuse",
+             "--output_dir", "/gcs/tp"]
 
 # Runs inside xpk's own virtualenv: builds xpk's parser and parses each argv, offline.
 PARSE_SCRIPT = r'''
@@ -83,9 +84,10 @@ def test_two_phase_dry_run_is_accepted_by_xpk_parser(xpk_python, capsys):
         run.name, "bench-v5p", "v5p-16", 1)
     assert (args["docker_image"], args["priority"], args["max_restarts"]) == (
         "gcr.io/my-proj/harness:0.1", "high", "1")
-    assert (args["project"], args["zone"]) == ("my-proj", "us-east5-a")
+    assert (args["project"], args["zone"], args["storage"]) == (
+        "my-proj", "us-east5-a", ["results-fuse"])
     assert shlex.split(args["command"]) == [
-        "python", "-m", "harness", *run.harness_args("gs://bucket/tp")]
+        "python", "-m", "harness", *run.harness_args("/gcs/tp")]
     flags = xpk.libtpu_init_args(run.gin_files)
     assert args["env"] == ([f"LIBTPU_INIT_ARGS={flags}"] if flags else None)
   # The parser is strict: the same argv with a bad workload name is refused.
@@ -123,7 +125,7 @@ def test_command_round_trips_through_shlex_and_a_real_shell(tmp_path, capsys):
   (fake_bin / "python").chmod(0o755)
   for argv, run in zip(commands, runs):
     command = argv[argv.index("--command") + 1]
-    intended = ["-m", "harness", *run.harness_args("gs://bucket/tp")]
+    intended = ["-m", "harness", *run.harness_args("/gcs/tp")]
     assert shlex.split(command) == ["python", *intended]
     assert "\n" not in command
     shell = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True,
@@ -139,7 +141,7 @@ def test_nasty_bindings_are_accepted_by_xpk_parser(xpk_python, tmp_path, capsys)
   commands, runs = _nasty_commands(tmp_path, capsys)
   parsed = _xpk_parse(xpk_python, [c[1:] for c in commands])
   assert [shlex.split(p["command"])[3:] for p in parsed] == [
-      r.harness_args("gs://bucket/tp") for r in runs]
+      r.harness_args("/gcs/tp") for r in runs]
   assert {p["tpu_type"] for p in parsed} == {"v5litepod-8"}
 
 
