@@ -17,23 +17,25 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 # 128 is the smallest block splash accepts; the sequences below pad to two q and kv blocks.
 OPTIONS = kernels.KernelOptions(block_q=128, block_kv=128)
+FUSED = kernels.KernelOptions(block_q=128, block_kv=128, use_fused_bwd_kernel=True)
 CASES = [
-    # (name, q shape, kv shape, kv_valid_len, dtype)
-    ("gqa_valid_int", (1, 150, 4, 64), (1, 200, 2, 64), 170, jnp.float32),
-    ("mqa", (1, 100, 2, 128), (1, 130, 1, 128), None, jnp.float32),
-    ("mha_valid_traced_bf16", (1, 129, 2, 64), (1, 140, 2, 64), "traced", jnp.bfloat16),
+    # (name, q shape, kv shape, kv_valid_len, dtype, options)
+    ("gqa_valid_int", (1, 150, 4, 64), (1, 200, 2, 64), 170, jnp.float32, OPTIONS),
+    ("mqa_fused_bwd", (1, 100, 2, 128), (1, 130, 1, 128), None, jnp.float32, FUSED),
+    ("mha_valid_traced_bf16", (1, 129, 2, 64), (1, 140, 2, 64), "traced", jnp.bfloat16, OPTIONS),
 ]
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
+_TPU_KERNEL_CALL = 'custom_call_target="tpu_custom_call"'
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_splash_interpreted_matches_reference(case):
-  _, shape_q, shape_kv, valid_len, dtype = case
+  _, shape_q, shape_kv, valid_len, dtype, options = case
   q, k, v, ct = _inputs(shape_q, shape_kv, dtype)
   ref_len = 131 if valid_len == "traced" else valid_len
 
   def run(q, k, v, n):
-    return splash.splash_attention(q, k, v, n if valid_len == "traced" else valid_len, OPTIONS,
+    return splash.splash_attention(q, k, v, n if valid_len == "traced" else valid_len, options,
                                    interpret=True)
 
   out = jax.jit(run)(q, k, v, jnp.int32(131))
@@ -85,20 +87,23 @@ def test_splash_compiles_for_tpu(tpu_mesh, kv_heads):
                                    options=kernels.KernelOptions(block_q=128, block_kv=128))
 
   compiled = _compile_for_tpu(tpu_mesh, attention, kv_heads)
-  assert compiled.as_text().count("custom_call_target=\"tpu_custom_call\"") >= 1
+  assert compiled.as_text().count(_TPU_KERNEL_CALL) == 1
 
 
-def test_splash_backward_compiles_for_tpu(tpu_mesh):
+@pytest.mark.parametrize("fused,kernel_calls", [(False, 3), (True, 2)], ids=["dq_apart", "fused"])
+def test_splash_backward_compiles_for_tpu(tpu_mesh, fused, kernel_calls):
+  options = kernels.KernelOptions(use_fused_bwd_kernel=fused)
+
   def attention(q, k, v):
     def loss(q, k, v):
-      out = kernels.local_attention(q, k, v, kernel="splash")
+      out = kernels.local_attention(q, k, v, kernel="splash", options=options)
       return jnp.sum(out.astype(jnp.float32))
     return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
 
   spec = P("data", "context", None, None)
   text = _compile_for_tpu(tpu_mesh, attention, 2, out_specs=(spec, spec, spec)).as_text()
-  # Forward plus the fused dq/dk/dv backward kernel.
-  assert text.count("custom_call_target=\"tpu_custom_call\"") >= 2
+  # Forward, then either dq and dk/dv kernels or one fused backward kernel.
+  assert text.count(_TPU_KERNEL_CALL) == kernel_calls
 
 
 def test_splash_under_vma_checking_raises(tpu_mesh):
