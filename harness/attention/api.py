@@ -20,9 +20,9 @@ RING_VARIANTS = ("ring", "ulysses_ring")
 CHUNKED_VARIANTS = ("ulysses", "ulysses_ring")
 
 
-def _check_choice(binding: str, value, choices) -> None:
+def _check_choice(binding: str, value, choices, why: str = "") -> None:
   if value not in choices:
-    raise ValueError(f"{binding}={value!r} is invalid; valid choices: "
+    raise ValueError(f"{binding}={value!r} is invalid{why}; valid choices: "
                      f"{', '.join(repr(c) for c in choices)}")
 
 
@@ -31,19 +31,20 @@ def _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_q
     raise ValueError(f"attention.num_chunks={num_chunks} needs attention.variant in "
                      f"{CHUNKED_VARIANTS}; variant {variant!r} takes attention.num_chunks=1")
   if variant == "dense":
-    _check_choice("attention.kernel (variant 'dense' is the plain reference)", kernel, ("xla",))
+    _check_choice("attention.kernel", kernel, ("xla",),
+                  " for variant 'dense' (the plain reference)")
     if packed_qkv:
       raise ValueError("attention.packed_qkv=True needs attention.variant in "
                        "('ulysses', 'ring', 'ulysses_ring'); variant 'dense' sends nothing")
   if variant in RING_VARIANTS:
-    _check_choice(f"attention.kernel (variant {variant!r} merges log-sum-exps)", kernel,
-                  kernels.LSE_KERNELS)
+    _check_choice("attention.kernel", kernel, kernels.LSE_KERNELS,
+                  f" for variant {variant!r} (it merges log-sum-exps)")
   if variant == "ulysses_ring":
-    _check_choice(f"attention.ulysses_degree (a divisor of mesh.context={context})",
-                  ulysses_degree, heads_lib.divisors(context))
+    _check_choice("attention.ulysses_degree", ulysses_degree, heads_lib.divisors(context),
+                  f" for variant 'ulysses_ring' (a divisor of mesh.context={context})")
   elif variant == "ulysses":
-    _check_choice(f"attention.ulysses_degree (variant 'ulysses' uses mesh.context={context})",
-                  ulysses_degree, (None, context))
+    _check_choice("attention.ulysses_degree", ulysses_degree, (None, context),
+                  f" for variant 'ulysses' (it uses mesh.context={context})")
   elif ulysses_degree is not None:
     raise ValueError(f"attention.ulysses_degree={ulysses_degree} needs attention.variant in "
                      f"('ulysses', 'ulysses_ring'); valid choice for {variant!r}: None")
@@ -57,8 +58,8 @@ def validate(*, heads: int, kv_heads: int, context: int, variant: str = "ulysses
   _check_choice("attention.variant", variant, VARIANTS)
   _check_choice("attention.kernel", kernel, kernels.KERNELS)
   if platform is not None:
-    _check_choice(f"attention.kernel (on {platform})", kernel,
-                  kernels.available_kernels(platform))
+    _check_choice("attention.kernel", kernel, kernels.available_kernels(platform),
+                  f" on {platform}")
   if not isinstance(num_chunks, int) or num_chunks < 1:
     raise ValueError(f"attention.num_chunks={num_chunks!r} must be a positive integer")
   _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_qkv, context)

@@ -52,6 +52,30 @@ def _send_grouped_bwd(axis, group, _, ct_BxSx2xhxD):
 _send_grouped.defvjp(_send_grouped_fwd, _send_grouped_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _repeat_heads(x_BxSxKxD: jax.Array, group: int) -> jax.Array:
+  """Repeats each kv head `group` times: one kv head per q head."""
+  return jnp.repeat(x_BxSxKxD, group, axis=2)
+
+
+def _repeat_heads_fwd(x_BxSxKxD, group):
+  return _repeat_heads(x_BxSxKxD, group), None
+
+
+def _repeat_heads_bwd(group, _, ct_BxSxHxD):
+  # An explicit left-to-right sum: XLA may fuse a reduce with the chunks' concatenation and pick
+  # a summation order by shape, which would make the bits depend on the chunk count.
+  b, s, h, d = ct_BxSxHxD.shape
+  ct_BxSxKxGxD = ct_BxSxHxD.reshape(b, s, h // group, group, d)
+  total_BxSxKxD = ct_BxSxKxGxD[:, :, :, 0]
+  for i in range(1, group):
+    total_BxSxKxD = total_BxSxKxD + ct_BxSxKxGxD[:, :, :, i]
+  return (total_BxSxKxD,)
+
+
+_repeat_heads.defvjp(_repeat_heads_fwd, _repeat_heads_bwd)
+
+
 def packed_mode(chunk: heads_lib.ChunkPlan) -> str:
   """'qkv' when q and kv slabs have one shape (one all-to-all), else 'kv' (q sent apart)."""
   return "qkv" if chunk.group == 1 else "kv"
@@ -86,7 +110,8 @@ def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Arr
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
   # One kv head per q head (a local copy for GQA); its transpose sums each kv group once.
   k_BxSxHxD, v_BxSxHxD = (
-      padding.pad_axis(jnp.repeat(x, plan.heads // plan.kv_heads, axis=2), padding.HEAD_AXIS,
+      padding.pad_axis(_repeat_heads(x, plan.heads // plan.kv_heads) if plan.kv_heads < plan.heads
+                       else x, padding.HEAD_AXIS,
                        plan.padded_heads) for x in (k_BxSxKxD, v_BxSxKxD))
   send = lambda i: _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, plan.chunks[i], axis, packed_qkv)
   with jax.named_scope("ulysses_chunk0"):
