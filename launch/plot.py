@@ -40,9 +40,9 @@ def figure(groups: Sequence[Group], title: str = "") -> plt.Figure:
                    label=f"{group.label} (AOT)")
       chunk_ticks.update(xs)
   ax_gain.axhline(1.0, color="grey", linewidth=0.8)
-  for ax, title, ylabel in ((ax_time, "Step time (median, p10-p90)", "ms"),
+  for ax, heading, ylabel in ((ax_time, "Step time (median, p10-p90)", "ms"),
                             (ax_gain, "Speedup vs single-shot (>1 = faster)", "x")):
-    ax.set_title(title)
+    ax.set_title(heading)
     ax.set_xlabel("attention.num_chunks")
     ax.set_ylabel(ylabel)
     if chunk_ticks:
