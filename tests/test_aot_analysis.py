@@ -156,3 +156,49 @@ ENTRY %main (q: bf16[4,1024,128], k: bf16[4,2048,128]) -> bf16[4,1024,128] {
   assert r["cost_sources"] == {"flops": 1, "free": 2}
   dq = text.replace("splash_mha_fwd", "splash_mha_dq")
   assert analyze_hlo(dq, HW, TWO_CHIPS, (2, 1))["compute_s"] == pytest.approx(1.5 * flops / 1e12)
+
+
+ASYNC_WRAPPER = """HloModule w, is_scheduled=true, num_partitions=2
+
+%rs (p: f32[2000]) -> f32[1000] {
+  %p = f32[2000]{0} parameter(0)
+  ROOT %r = f32[1000]{0} reduce-scatter(%p), replica_groups={{0,1}}, dimensions={0}, to_apply=%sum
+}
+
+ENTRY %main (a: f32[2000], b: f32[500]) -> f32[1000] {
+  %a = f32[2000]{0} parameter(0)
+  %b = f32[500]{0} parameter(1)
+  %s = ((f32[2000]{0}), f32[1000]{0}) async-start(%a), calls=%rs
+  %u = ((f32[2000]{0}), f32[1000]{0}) async-update(%s)
+  %ag = (f32[500]{0}, f32[1000]{0}) all-gather-start(%b), replica_groups={{0,1}}, dimensions={0}
+  %w = f32[500]{0} fusion(%b), kind=kLoop, calls=%rs, backend_config={"estimated_cycles":"1000"}
+  %d = f32[1000]{0} async-done(%u)
+  %agd = f32[1000]{0} all-gather-done(%ag)
+  ROOT %out = f32[1000]{0} add(%d, %agd), backend_config={"estimated_cycles":"0"}
+}
+"""
+
+
+def test_async_wrapper_and_link_queue():
+  # reduce-scatter of 8000 B over 2 chips: 1/2 * 8000 / 1 GB/s = 4 us; all-gather of 2000 B: 2 us,
+  # queued behind it on the one link (4..6 us). 1 us of work, then the two dones wait.
+  r = analyze_hlo(ASYNC_WRAPPER, HW, TWO_CHIPS, (2, 1))
+  assert r["collectives"] == {"all-gather": {"count": 1, "async_count": 1, "executed": 1},
+                              "reduce-scatter": {"count": 1, "async_count": 1, "executed": 1}}
+  assert r["comm_s"] == pytest.approx(6e-6)
+  assert r["compute_s"] == pytest.approx(1e-6)
+  assert r["predicted_step_s"] == pytest.approx(6e-6)
+  assert r["hidden_fraction"] == pytest.approx(1.0)
+  by_kind = {a["kind"]: a for a in r["async_collectives"]}
+  assert by_kind["reduce-scatter"]["exposed_s"] == pytest.approx(3e-6)
+  assert by_kind["all-gather"]["exposed_s"] == pytest.approx(2e-6)
+  assert by_kind["all-gather"]["hidden_s"] == 0.0
+
+
+def test_libtpu_init_args_round_trip():
+  from harness.aot import flags  # pylint: disable=g-import-not-at-top
+  text = "--xla_tpu_enable_async_all_to_all=true --xla_tpu_scoped_vmem_limit_kib=65472"
+  assert flags.libtpu_init_args(text.split()) == text
+  assert flags.compiler_options(text) == {"xla_tpu_enable_async_all_to_all": "true",
+                                          "xla_tpu_scoped_vmem_limit_kib": "65472"}
+  assert flags.libtpu_init_args(()) == ""
