@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import os
@@ -21,6 +22,7 @@ from launch.sweep import Run
 
 HARNESS_CMD_ENV = "LAUNCH_HARNESS_CMD"
 ERROR_TAIL_LINES = 25
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclasses.dataclass
@@ -68,6 +70,15 @@ def _terminate(proc: subprocess.Popen) -> None:
       proc.wait()
 
 
+def _die_with_parent() -> None:
+  """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+  except (OSError, AttributeError):
+    pass  # not Linux: a killed launcher may leave its run going
+
+
 def _sigterm_as_exit(signum, frame):  # pylint: disable=unused-argument
   raise SystemExit(128 + signum)
 
@@ -82,7 +93,9 @@ def execute(run: Run, cmd: Sequence[str], results_dir: pathlib.Path,
   with open(log, "w") as out:
     out.write(shlex.join(argv) + "\n")
     out.flush()
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # An orphaned run would race with the rerun that restarts it, in the same folder.
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
       returncode = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

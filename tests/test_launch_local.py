@@ -188,7 +188,7 @@ def test_cli_dry_run_and_errors(fake, capsys):
   assert _calls(fake) == []
 
 
-@pytest.mark.parametrize("how", ["sigkill-group", "sigterm-launcher"])
+@pytest.mark.parametrize("how", ["sigkill-group", "sigterm-launcher", "sigkill-launcher"])
 def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake, how):
   exp = fake / "fake.gin"
   exp.write_text(EXPERIMENT % 2)
@@ -207,12 +207,16 @@ def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake
   if how == "sigkill-group":
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run in flight
     assert proc.wait() == -signal.SIGKILL
-  else:
-    proc.terminate()  # the launcher alone: it must stop its child itself
-    assert proc.wait() == 128 + signal.SIGTERM
-    calls = len(_calls(fake))
-    time.sleep(0.6)
-    assert len(_calls(fake)) == calls  # no run started after the launcher went
+  else:  # the launcher alone: its run in flight must not outlive it
+    if how == "sigterm-launcher":
+      proc.terminate()
+      assert proc.wait() == 128 + signal.SIGTERM
+    else:
+      proc.kill()
+      assert proc.wait() == -signal.SIGKILL
+    summaries = sorted(out.glob("*/summary.json"))
+    time.sleep(0.8)  # longer than a fake run
+    assert sorted(out.glob("*/summary.json")) == summaries
   before = [r["run"] for r in _lines(out)]
   assert 2 <= len(before) < 6
   subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
