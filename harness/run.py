@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
 
 import jax
@@ -44,10 +45,22 @@ def load_configs() -> Configs:
                  C.sampler(), C.profiler())
 
 
+def apply_libtpu_flags(flags) -> None:
+  """The hardware gin's LIBTPU flags reach a real TPU run through LIBTPU_INIT_ARGS (set first)."""
+  from harness.aot.flags import libtpu_init_args
+  existing = os.environ.get("LIBTPU_INIT_ARGS", "")
+  extra = [f for f in libtpu_init_args(flags).split() if f.split("=")[0] not in existing]
+  if extra:
+    os.environ["LIBTPU_INIT_ARGS"] = " ".join([existing, *extra]).strip()
+
+
 def prepare_devices(cfg: C.MeshConfig) -> None:
-  """Simulated CPU devices and multi-process set-up, before the JAX backend starts."""
+  """Simulated CPU devices, LIBTPU flags and multi-process set-up, before the backend starts."""
   if cfg.simulated_devices is not None:
     mesh_lib.use_simulated_devices(cfg.simulated_devices)
+  else:
+    from harness.aot.config import aot_config
+    apply_libtpu_flags(aot_config().libtpu_flags)
   mesh_lib.init_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id,
                             cfg.heartbeat_timeout_s, cfg.init_timeout_s)
 
