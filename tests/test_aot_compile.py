@@ -175,3 +175,15 @@ def test_shipped_flag_sets_parse_and_compile(name):
   assert report["libtpu_flags"] == list(cfg.libtpu_flags)
   async_a2a = report["collectives"]["all-to-all"]["async_count"]
   assert (async_a2a > 0) == any("async_all_to_all=true" in f for f in cfg.libtpu_flags)
+
+
+@pytest.mark.parametrize("name,generation", [("v5e:2x4", "v5e"), ("v6e:2x4", "v6e"),
+                                             ("v4:2x2x2", "v4")])
+def test_other_generations_compile(name, generation):
+  topo = topology_lib.get_topology(name)
+  fn, args = _attention(topo, 8, 1, seq=256)
+  report = run_aot(fn, args, topology=topo, flags=ASYNC_A2A, print_table=False)
+  assert report["topology"]["num_devices"] == 8
+  assert report["hardware"]["generation"] == generation
+  assert report["collectives"]["all-to-all"]["count"] == 4
+  assert report["comm_s"] > 0 and report["compute_s"] > 0

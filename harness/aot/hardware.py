@@ -17,7 +17,7 @@ Clocks are not on those pages; they are derived as peak / (MXU FLOPs a cycle): a
 2*128*128 FLOPs a cycle, a 256x256 one 2*256*256. v4 and v5p: 2 TensorCores x 4 MXUs 128^2 -> 262,144
 FLOPs/cycle -> 1.05 GHz and 1.75 GHz; v5e: 1 TensorCore x 4 MXUs 128^2 -> 1.5 GHz; v6e: 4 MXUs 256^2 ->
 1.75 GHz. Cross-check with the compiler's own cost model: an 8192^3 bf16 matmul compiled for one chip
-reports estimated_cycles equal to 90 % (v5p), 88 % (v5e), 70 % (v6e) and, per TensorCore, 90 % (v4) of
+reports estimated_cycles equal to 90 % (v5p), 88 % (v5e), 70 % (v6e) and 93 % (v4, megacore) of
 those MXU rates — consistent, and impossible with fewer MXUs or a lower rate.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Hardware:
   hbm_bandwidth: float          # bytes/s per chip
   ici_bandwidth: float          # bytes/s per chip, one direction, all ports
   ici_ports: int
-  devices_per_chip: int         # JAX devices a chip shows in an AOT topology (v4: one per TensorCore)
+  devices_per_chip: int         # JAX devices a chip shows in an AOT topology (1; v4 in megacore mode)
   wraparound_multiple: int      # a slice dimension gets torus wrap links when it is a multiple of this
   collective_latency_s: float = 2e-6  # assumed fixed start-up cost per collective (not published)
 
@@ -59,7 +59,7 @@ class Hardware:
 
 _GIB = 1024 ** 3
 HARDWARE = {
-    "v4": Hardware("v4", 275e12, 275e12 / 262_144, 32 * _GIB, 1200e9, 6 * 46.9e9, 6, 2, 4),
+    "v4": Hardware("v4", 275e12, 275e12 / 262_144, 32 * _GIB, 1200e9, 6 * 46.9e9, 6, 1, 4),
     "v5e": Hardware("v5e", 197e12, 197e12 / 131_072, 16e9, 819e9, 1600e9 / 8, 4, 1, 16),
     "v5p": Hardware("v5p", 459e12, 459e12 / 262_144, 95 * _GIB, 2765e9, 4800e9 / 8, 6, 1, 4),
     "v6e": Hardware("v6e", 918e12, 918e12 / 524_288, 32e9, 1640e9, 3584e9 / 8, 4, 1, 16),

@@ -75,7 +75,9 @@ class ScheduleSimulator:
   def __init__(self, module: Module, hw: Hardware, device_coords: Sequence[Sequence[int]],
                dims: Sequence[int], wraparound: Sequence[bool]):
     self.module, self.hw = module, hw
-    self.coords, self.dims, self.wraparound = list(device_coords), tuple(dims), tuple(wraparound)
+    # Slices of 2D generations still print 3 coordinates (z = 0): keep one per slice dimension.
+    self.coords = [tuple(c)[:len(dims)] for c in device_coords]
+    self.dims, self.wraparound = tuple(dims), tuple(wraparound)
     self.counts = collections.defaultdict(lambda: collections.Counter())
     self.sources = collections.Counter()
     self.async_records: list[AsyncCollective] = []

@@ -11,6 +11,8 @@ from harness.aot.hardware import Hardware, hardware_for
 
 _EXAMPLES = "'v5p:2x2x2', 'v5p-16', 'v5e:2x4', 'v5litepod-8', 'v6e:2x4', 'v4:2x2x2'"
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v5e": "v5e", "v5p": "v5p", "v6e": "v6e", "v4": "v4"}
+# v4 otherwise shows one device per TensorCore, which mesh utilities reject ("megacore" mode).
+_CHIP_CONFIG = {"v4": {"chip_config_name": "megacore"}}
 _NDIMS = {"v4": 3, "v5p": 3, "v5e": 2, "v6e": 2}
 # Accelerator types name chips for v5e/v6e and TensorCores (2 a chip) for v4/v5p; these are the
 # slice shapes the Cloud TPU pages list for each size.
@@ -77,7 +79,8 @@ def get_topology(name: str) -> Topology:
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   canonical = f"{generation}:{'x'.join(str(d) for d in dims)}"
   try:
-    desc = topologies.get_topology_desc(platform="tpu", topology_name=canonical)
+    desc = topologies.get_topology_desc(platform="tpu", topology_name=canonical,
+                                        **_CHIP_CONFIG.get(generation, {}))
   except Exception as e:  # pylint: disable=broad-except
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"aot.topology={name!r}: libtpu rejected {canonical!r} ({first})") from e
