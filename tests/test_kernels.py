@@ -1,4 +1,6 @@
 """Every CPU kernel against a float64 numpy reference, on values, gradients and the lse form."""
+import logging
+
 import numpy as np
 import pytest
 
@@ -182,6 +184,16 @@ def test_fully_masked_output_is_zero(kernel):
   q, k, v, _ = _inputs((1, 5, 2, 8), (1, 6, 2, 8), jnp.float32)
   out = kernels.local_attention(q, k, v, kernel=kernel, kv_valid_len=0, options=SMALL_BLOCKS)
   assert np.all(np.asarray(out) == 0.0)
+
+
+def test_kernel_that_ran_is_logged_once_per_trace(caplog):
+  caplog.set_level(logging.INFO)
+  q, k, v, _ = _inputs((1, 6, 2, 8), (1, 6, 2, 8), jnp.float32)
+  fn = jax.jit(lambda q, k, v: kernels.local_attention(q, k, v, kernel="blockwise"))
+  fn(q, k, v)
+  fn(q, k, v)
+  messages = [r.getMessage() for r in caplog.records if "attention kernel" in r.getMessage()]
+  assert messages == ["attention kernel blockwise ran on cpu: q (1, 6, 2, 8) float32, kv (1, 6, 2, 8)"]
 
 
 def test_unknown_kernel_raises_naming_binding():
