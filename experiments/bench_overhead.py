@@ -14,7 +14,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -22,11 +21,9 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
-from harness import config, run  # noqa: E402
+from harness import benchmark, config, run  # noqa: E402
 from harness.context import RunContext  # noqa: E402
-from harness.data import make_batch_fn  # noqa: E402
 from harness.execute import _step_logger  # noqa: E402
 from harness.metrics import MetricsWriter  # noqa: E402
 from harness.profiler_window import ProfilerWindow  # noqa: E402
@@ -34,26 +31,10 @@ from harness.steps import build_program  # noqa: E402
 from harness.train import train  # noqa: E402
 
 
-BLOCK = 4  # steps per bare-loop timing block
-
-
 def bare_round(program, setup, mesh, steps: int) -> list[float]:
   """Seconds per step of a plain loop over the compiled step, timed over blocks of steps."""
-  params, opt_state = program.init(setup.seed)
-  batch_fn = make_batch_fn(setup.data, mesh)
-  compiled = program.train_step.lower(params, opt_state, batch_fn(0), jnp.int32(0)).compile()
-  state = (params, opt_state)
-  for i in range(2):  # the same warm-up the harness excludes
-    *state, m = compiled(*state, batch_fn(i), jnp.int32(i))
-  jax.block_until_ready(m)
-  per_step = []
-  for start in range(2, steps - BLOCK + 1, BLOCK):
-    t0 = time.perf_counter()
-    for i in range(start, start + BLOCK):
-      *state, m = compiled(*state, batch_fn(i), jnp.int32(i))
-    jax.block_until_ready(m)
-    per_step.append((time.perf_counter() - t0) / BLOCK)
-  return per_step
+  compiled, state, batch_fn = benchmark.compile_train(program, setup, mesh)
+  return benchmark.bare_step_times(compiled, state, batch_fn, steps)[0]
 
 
 def harness_round(program, cfgs, mesh, steps: int, out_dir: str) -> list[float]:
@@ -85,15 +66,15 @@ def main(argv=None) -> dict:
       harness_s.append(harness_round(program, cfgs, mesh, args.steps, f"{tmp}/{r}"))
       bare_s.append(bare_round(program, cfgs.setup, mesh, args.steps))
   med = statistics.median
-  ratios = [med(h) / med(b) for h, b in zip(harness_s, bare_s)]
+  ratio, spread = benchmark.ratio_summary(harness_s, bare_s)
   result = {
-      "harness_over_bare": med(sum(harness_s, [])) / med(sum(bare_s, [])),
-      "harness_over_bare_spread": [min(ratios), max(ratios)],
+      "harness_over_bare": ratio,
+      "harness_over_bare_spread": spread,
       "harness_median_step_s": [med(h) for h in harness_s],
       "bare_median_step_s": [med(b) for b in bare_s],
       "harness_mean_over_bare_mean": (statistics.mean(sum(harness_s, []))
                                       / statistics.mean(sum(bare_s, []))),
-      "bare_block_steps": BLOCK,
+      "bare_block_steps": benchmark.BLOCK,
       "steps": args.steps, "rounds": args.rounds, "devices": jax.device_count(),
       "target": 1.02,
   }

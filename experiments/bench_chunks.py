@@ -1,0 +1,73 @@
+"""Head-chunked over single-shot Ulysses: median train-step time of the tiny DiT, fwd+bwd.
+
+    python experiments/bench_chunks.py [--chunks 2 4] [--steps 22] [--rounds 3] [--out F.json]
+
+8 simulated CPU devices as data=2 x context=4 (16 heads → 4 per device, so 1, 2 or 4 groups).
+Every chunk count is compiled once in one process; rounds alternate between them so that load
+on the shared machine hits all alike. The ratio is of pooled medians; the spread is the min–max
+of per-round ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import gin  # noqa: E402
+import jax  # noqa: E402
+
+from harness import benchmark, config, run  # noqa: E402
+from harness.steps import build_program  # noqa: E402
+
+BINDINGS = ["mesh.data=2", "mesh.context=4", "run.batch_size=2", "profiler.enabled=False"]
+
+
+def build(num_chunks: int):
+  gin.clear_config()
+  config.parse(["quickstart.gin"], [*BINDINGS, f"attention.num_chunks={num_chunks}"])
+  cfgs = run.load_configs()
+  mesh = run.build_mesh(cfgs.mesh)
+  program = build_program(cfgs.setup, mesh)
+  return benchmark.compile_train(program, cfgs.setup, mesh)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--chunks", type=int, nargs="+", default=[2, 4])
+  parser.add_argument("--steps", type=int, default=22)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  counts = [1, *args.chunks]
+  built = {c: build(c) for c in counts}
+  times = {c: [] for c in counts}
+  for _ in range(args.rounds):
+    for c in counts:
+      compiled, state, batch_fn = built[c]
+      step_times, state = benchmark.bare_step_times(compiled, state, batch_fn, args.steps)
+      built[c] = (compiled, state, batch_fn)
+      times[c].append(step_times)
+  result = {"chunked_over_single": {}, "chunked_over_single_spread": {},
+            "median_step_s": {str(c): statistics.median(sum(times[c], [])) for c in counts},
+            "steps": args.steps, "rounds": args.rounds, "devices": jax.device_count(),
+            "mesh": "data=2 context=4", "target": 1.05}
+  for c in args.chunks:
+    ratio, spread = benchmark.ratio_summary(times[c], times[1])
+    result["chunked_over_single"][str(c)] = ratio
+    result["chunked_over_single_spread"][str(c)] = spread
+  print(json.dumps(result, indent=2))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+if __name__ == "__main__":
+  main()
