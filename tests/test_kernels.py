@@ -290,3 +290,10 @@ def test_cudnn_rejects_float32():
   q, k, v, _ = _inputs((1, 16, 2, 64), (1, 16, 2, 64), jnp.float32)
   with pytest.raises(ValueError, match=r"attention\.kernel='cudnn' needs bfloat16 or float16 inputs"):
     kernels.local_attention(q, k, v, kernel="cudnn")
+
+
+def test_blockwise_bad_block_size_raises():
+  q, k, v, _ = _inputs((1, 4, 2, 8), (1, 4, 2, 8), jnp.float32)
+  with pytest.raises(ValueError, match=r"attention\.block_q / attention\.block_kv must be positive, "
+                                       r"got 0, 512"):
+    kernels.local_attention(q, k, v, kernel="blockwise", options=kernels.KernelOptions(block_q=0))
