@@ -59,23 +59,30 @@ def find_file(name: str, search_paths: Sequence[pathlib.Path]) -> pathlib.Path |
 
 
 def read_bindings(path: pathlib.Path, search_paths: Sequence[pathlib.Path] = (),
-                  _macros: dict[str, Any] | None = None) -> dict[str, Any]:
+                  macros: dict[str, Any] | None = None) -> dict[str, Any]:
   """Bindings `[scope/]selector.param -> value` of a file and its includes, later wins."""
-  macros = {} if _macros is None else _macros
-  bindings: dict[str, Any] = {}
   try:
     text = pathlib.Path(path).read_text()
-    statements = list(config_parser.ConfigParser(text, _Delegate()))
   except OSError as err:
     raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+  return parse_bindings(text, str(path), [pathlib.Path(path).parent, *search_paths], macros)
+
+
+def parse_bindings(text: str, origin: str, search_paths: Sequence[pathlib.Path] = (),
+                   macros: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Bindings of gin text; `macros` carries macro definitions across files and is updated."""
+  macros = {} if macros is None else macros
+  bindings: dict[str, Any] = {}
+  try:
+    statements = list(config_parser.ConfigParser(text, _Delegate()))
   except Exception as err:  # gin raises SyntaxError / tokenize errors on malformed text
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    raise ValueError(f"{path}: cannot parse gin ({first})") from None
+    raise ValueError(f"{origin}: cannot parse gin ({first})") from None
   for st in statements:
     if isinstance(st, config_parser.IncludeStatement):
-      included = find_file(st.filename, [pathlib.Path(path).parent, *search_paths])
+      included = find_file(st.filename, search_paths)
       if included is None:
-        raise ValueError(f"{path}: include '{st.filename}' not found")
+        raise ValueError(f"{origin}: include '{st.filename}' not found")
       bindings.update(read_bindings(included, search_paths, macros))
     elif isinstance(st, config_parser.BindingStatement):
       value = _resolve_macros(st.value, macros)

@@ -89,6 +89,8 @@ def execute(run: Run, cmd: Sequence[str], results_dir: pathlib.Path,
   log = results_dir / "logs" / f"{run.name}.log"
   log.parent.mkdir(parents=True, exist_ok=True)
   argv = [*cmd, *run.harness_args(str(results_dir))]
+  for stale in ("summary.json", "aot.json"):  # left by an older config or attempt
+    (results_dir / run.name / stale).unlink(missing_ok=True)
   start = time.monotonic()
   with open(log, "w") as out:
     out.write(shlex.join(argv) + "\n")
@@ -165,8 +167,8 @@ def run_sweep(runs: Sequence[Run], results_dir: str | os.PathLike, *,
           counts.ok += 1
         else:
           counts.failed += 1
-          first = (record["error"] or "").strip().splitlines()[-1:] or [""]
-          tqdm.tqdm.write(f"FAILED {run.name}: {first[0]}", file=sys.stderr)
+          last = (record["error"] or "").strip().splitlines()[-1:] or [""]
+          tqdm.tqdm.write(f"FAILED {run.name}: {last[0]}", file=sys.stderr)
   finally:
     if main_thread:
       signal.signal(signal.SIGTERM, previous)

@@ -60,22 +60,29 @@ def _flag_text(value: Any) -> str:
   return str(value)
 
 
-def libtpu_init_args(gin_files: Sequence[str]) -> str | None:
-  """LIBTPU_INIT_ARGS from the last binding whose parameter names libtpu in the gin files."""
-  found = None
+def _flags_text(value: Any) -> str | None:
+  """A flag list, '--a=1 --b=2' string or {name: value} dict as one LIBTPU_INIT_ARGS string."""
+  if isinstance(value, dict):
+    return " ".join(f"--{k.lstrip('-')}={_flag_text(v)}" for k, v in value.items())
+  if isinstance(value, (list, tuple)):
+    return " ".join(str(v) for v in value)
+  return value if isinstance(value, str) else None
+
+
+def libtpu_init_args(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> str | None:
+  """LIBTPU_INIT_ARGS: the last binding of a parameter naming libtpu (aot.libtpu_flags) in the
+  run's gin files, then its bindings, as the harness would read them."""
+  paths = [REPO_ROOT, GIN_DIR]
+  found, macros, parsed = None, {}, []
   for name in gin_files:
-    path = gin_static.find_file(name, [REPO_ROOT, GIN_DIR])
-    if path is None:
-      continue
-    for key, value in gin_static.read_bindings(path, [REPO_ROOT, GIN_DIR]).items():
-      if "libtpu" not in key.rsplit(".", 1)[-1].lower():
-        continue
-      if isinstance(value, dict):
-        found = " ".join(f"--{k.lstrip('-')}={_flag_text(v)}" for k, v in value.items())
-      elif isinstance(value, (list, tuple)):
-        found = " ".join(str(v) for v in value)
-      elif isinstance(value, str):
-        found = value
+    path = gin_static.find_file(name, paths)
+    if path is not None:
+      parsed.append(gin_static.read_bindings(path, paths, macros))
+  parsed += [gin_static.parse_bindings(b, "binding", paths, macros) for b in bindings]
+  for values in parsed:
+    for key, value in values.items():
+      if "libtpu" in key.rsplit(".", 1)[-1].lower():
+        found = _flags_text(value)
   return found
 
 
@@ -102,7 +109,7 @@ def create_argv(run: Run, opts: XpkOptions, output_dir: str) -> list[str]:
   else:
     argv += ["--base-docker-image", opts.base_docker_image]
   argv += ["--command", remote_command(run, output_dir, opts.python)]
-  flags = libtpu_init_args([*run.gin_files])
+  flags = libtpu_init_args(run.gin_files, run.bindings)
   if flags:
     argv += ["--env", f"LIBTPU_INIT_ARGS={flags}"]
   for item in opts.env:

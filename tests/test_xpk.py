@@ -88,8 +88,9 @@ def test_two_phase_dry_run_is_accepted_by_xpk_parser(xpk_python, capsys):
         "my-proj", "us-east5-a", ["results-fuse"])
     assert shlex.split(args["command"]) == [
         "python", "-m", "harness", *run.harness_args("/gcs/tp")]
-    flags = xpk.libtpu_init_args(run.gin_files)
-    assert args["env"] == ([f"LIBTPU_INIT_ARGS={flags}"] if flags else None)
+    assert args["env"] == [
+        "LIBTPU_INIT_ARGS=--xla_tpu_enable_async_all_to_all=true "
+        "--xla_tpu_overlap_compute_collective_tc=true"]
   # The parser is strict: the same argv with a bad workload name is refused.
   bad = list(commands[0][1:])
   bad[bad.index("--workload") + 1] = "Bad_Name"
@@ -187,6 +188,9 @@ def test_libtpu_flags_come_from_the_hardware_gin(tmp_path, monkeypatch):
   assert xpk.libtpu_init_args(["flags.gin", "nope.gin"]) is not None
   (tmp_path / "none.gin").write_text("aot.topology = 'v5p:2x2x2'\n")
   assert xpk.libtpu_init_args(["none.gin"]) is None
+  assert xpk.libtpu_init_args(["hw.gin"], ["aot.libtpu_flags = {'xla_a': True, '--b': 3}"]) == (
+      "--xla_a=true --b=3")
+  assert xpk.libtpu_init_args(["none.gin"], ["aot.libtpu_flags = '--c=1'"]) == "--c=1"
 
 
 # Stands in for the xpk executable: `create` runs the workload's command at once (with a fake
