@@ -104,15 +104,18 @@ def _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, chunk, axis, packed_qkv):
   return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
 
+def _per_q_head(x_BxSxKxD: jax.Array, plan: heads_lib.HeadPlan) -> jax.Array:
+  """One kv head per (padded) q head: a local copy for GQA whose transpose sums each group once."""
+  if plan.kv_heads < plan.heads:
+    x_BxSxKxD = _repeat_heads(x_BxSxKxD, plan.heads // plan.kv_heads)
+  return padding.pad_axis(x_BxSxKxD, padding.HEAD_AXIS, plan.padded_heads)
+
+
 def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
                   kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
                   packed_qkv: bool) -> jax.Array:
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
-  # One kv head per q head (a local copy for GQA); its transpose sums each kv group once.
-  k_BxSxHxD, v_BxSxHxD = (
-      padding.pad_axis(_repeat_heads(x, plan.heads // plan.kv_heads) if plan.kv_heads < plan.heads
-                       else x, padding.HEAD_AXIS,
-                       plan.padded_heads) for x in (k_BxSxKxD, v_BxSxKxD))
+  k_BxSxHxD, v_BxSxHxD = _per_q_head(k_BxSxKxD, plan), _per_q_head(v_BxSxKxD, plan)
   send = lambda i: _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, plan.chunks[i], axis, packed_qkv)
   with jax.named_scope("ulysses_chunk0"):
     incoming = send(0)
