@@ -144,16 +144,17 @@ def test_collective_model_exact():
 def test_splash_custom_call_flops():
   text = """HloModule m, is_scheduled=true
 
-ENTRY %main (q: bf16[4,1024,128], k: bf16[4,2048,128]) -> bf16[4,1024,128] {
-  %q = bf16[4,1024,128]{2,1,0} parameter(0)
-  %k = bf16[4,2048,128]{2,1,0} parameter(1)
-  ROOT %fwd = bf16[4,1024,128]{2,1,0} custom-call(%q, %k, %k), custom_call_target="tpu_custom_call", metadata={op_name="jit(f)/splash_mha_fwd/pallas_call"}
+ENTRY %main (m: s8[1,8,16], q: bf16[4,1024,128], k: bf16[4,2048,128]) -> bf16[4,1024,128] {
+  %m = s8[1,8,16]{2,1,0} parameter(0)
+  %q = bf16[4,1024,128]{2,1,0} parameter(1)
+  %k = bf16[4,2048,128]{2,1,0} parameter(2)
+  ROOT %fwd = bf16[4,1024,128]{2,1,0} custom-call(%m, %q, %k, %k), custom_call_target="tpu_custom_call", metadata={op_name="jit(f)/splash_mha_fwd/pallas_call"}
 }
 """
   r = analyze_hlo(text, HW, TWO_CHIPS, (2, 1))
   flops = 4 * (4 * 1024 * 128) * 2048
   assert r["compute_s"] == pytest.approx(flops / 1e12)
-  assert r["cost_sources"] == {"flops": 1, "free": 2}
+  assert r["cost_sources"] == {"flops": 1, "free": 3}
   dq = text.replace("splash_mha_fwd", "splash_mha_dq")
   assert analyze_hlo(dq, HW, TWO_CHIPS, (2, 1))["compute_s"] == pytest.approx(1.5 * flops / 1e12)
 

@@ -187,3 +187,19 @@ def test_other_generations_compile(name, generation):
   assert report["hardware"]["generation"] == generation
   assert report["collectives"]["all-to-all"]["count"] == 4
   assert report["comm_s"] > 0 and report["compute_s"] > 0
+
+
+def _kernel_under(report):
+  """Async all-to-alls with a Pallas kernel (splash) scheduled between their start and done."""
+  return [a for a in report["async_collectives"] if a["kind"] == "all-to-all"
+          and any(o["opcode"] == "custom-call" for o in a["ops_between"])]
+
+
+def test_splash_single_shot_has_no_kernel_under_any_all_to_all():
+  from harness.aot import study  # pylint: disable=g-import-not-at-top
+  single = study.run_case(study.Case(tokens=2048, context=8, chunks=1, heads=32), "splash")
+  chunked = study.run_case(study.Case(tokens=2048, context=8, chunks=2, heads=32), "splash")
+  assert single["cost_sources"]["flops"] == 1 and chunked["cost_sources"]["flops"] == 2
+  assert _kernel_under(single) == []
+  assert _kernel_under(chunked)
+  assert chunked["exposed_comm_s"] < single["exposed_comm_s"]

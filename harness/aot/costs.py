@@ -64,7 +64,8 @@ def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> 
   io_bytes = operand_bytes(instr, comp) + instr.bytes
   memory_s = io_bytes / hw.device_hbm_bandwidth
   factor = _attention_flops_factor(instr.op_name or instr.name)
-  arrays = [_dims(comp.by_name[o].shape) for o in instr.operands if o in comp.by_name]
+  # q, k, v are the first floating-point operands of rank >= 3 (splash passes int8 block masks first).
+  arrays = [_float_dims(comp.by_name[o].shape) for o in instr.operands if o in comp.by_name]
   arrays = [d for d in arrays if d is not None and len(d) >= 3]
   if factor is None or len(arrays) < 2:
     return memory_s, "bytes"
@@ -74,8 +75,9 @@ def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> 
   return max(flops / hw.device_peak_flops, memory_s), "flops"
 
 
-def _dims(shape: str) -> tuple[int, ...] | None:
-  if shape.startswith("(") or "[" not in shape:
+def _float_dims(shape: str) -> tuple[int, ...] | None:
+  """Dimensions of a floating-point array shape; None for tuples and integer arrays."""
+  if shape.startswith("(") or "[" not in shape or shape[0] not in "fb":
     return None
   inside = shape[shape.index("[") + 1:shape.index("]")]
   return tuple(int(d) for d in inside.split(",") if d)
