@@ -26,7 +26,7 @@ class Checkpointer:
     self._mngr = ocp.CheckpointManager(
         directory.resolve(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                             create=True))
+                                             create=True, cleanup_tmp_directories=True))
 
   def _tidy(self, fresh: bool) -> None:
     directory = self.directory
@@ -35,7 +35,8 @@ class Checkpointer:
       directory.rename(aside)
       log.warning("run.resume=False: earlier checkpoints kept in %s", aside)
     for partial in sorted(directory.glob("*.orbax-checkpoint-tmp*")):
-      # A save cut short (e.g. SIGKILL) is never renamed to its step, and orbax ignores it.
+      # A save cut short (e.g. SIGKILL) is never renamed to its step; orbax ignores it and
+      # (cleanup_tmp_directories) deletes it below, so a resumed run leaves no partial behind.
       log.warning("skipping incomplete checkpoint %s", partial)
 
   def latest_step(self) -> int | None:
