@@ -42,7 +42,9 @@ class StopRequested:
 
 
 def check_finite(step: int, metrics: dict[str, float], where: str) -> None:
-  for name, value in metrics.items():
+  # The loss goes first: metrics arrive sorted by name, and NaN inputs poison all of them.
+  for name in sorted(metrics, key=lambda n: n != "loss"):
+    value = metrics[name]
     if not math.isfinite(value):
       raise NanError(f"{name}={value} at step {step} ({where})")
 
