@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import dataclasses
 import fcntl
+import functools
 import os
 import pathlib
 import shlex
@@ -70,13 +71,15 @@ def _terminate(proc: subprocess.Popen) -> None:
       proc.wait()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
   """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL."""
   try:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
   except (OSError, AttributeError):
-    pass  # not Linux: a killed launcher may leave its run going
+    return  # not Linux: a killed launcher may leave its run going
+  if os.getppid() != parent:  # the launcher died before prctl took effect
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def _sigterm_as_exit(signum, frame):  # pylint: disable=unused-argument
@@ -97,7 +100,8 @@ def execute(run: Run, cmd: Sequence[str], results_dir: pathlib.Path,
     out.flush()
     # An orphaned run would race with the rerun that restarts it, in the same folder.
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            preexec_fn=(functools.partial(_die_with_parent, os.getpid())
+                                        if sys.platform == "linux" else None))
     try:
       returncode = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

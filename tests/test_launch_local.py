@@ -25,6 +25,10 @@ for arg in sys.argv[1:]:
 name = binds["run.run_name"]
 with open(os.environ["FAKE_LOG"], "a") as log:
   log.write(name + "\n")
+if int(os.environ.get("FAKE_HANG_AFTER", "1000")) < len(open(os.environ["FAKE_LOG"]).readlines()):
+  pathlib.Path(os.environ["FAKE_PID"]).write_text(str(os.getpid()))
+  time.sleep(60)  # a run in flight, until someone kills it
+  sys.exit(3)
 if os.environ.get("FAKE_CRASH") == name:
   print("Traceback (most recent call last):", file=sys.stderr)
   print("ValueError: attention.num_chunks=3: fake failure", file=sys.stderr)
@@ -188,42 +192,48 @@ def test_cli_dry_run_and_errors(fake, capsys):
   assert _calls(fake) == []
 
 
+def _dead(pid: int) -> bool:
+  try:
+    state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+  except FileNotFoundError:
+    return True
+  return state in ("Z", "X")  # a zombie no one has reaped yet has stopped running
+
+
 @pytest.mark.parametrize("how", ["sigkill-group", "sigterm-launcher", "sigkill-launcher"])
 def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake, how):
   exp = fake / "fake.gin"
   exp.write_text(EXPERIMENT % 2)
-  out = fake / "res"
+  out, pid_file = fake / "res", fake / "inflight.pid"
   cmd = [sys.executable, "-m", "launch", "--experiment", str(exp), "--results_dir", str(out),
          "--no_progress", "--no_report", "--skip_binding_check"]
-  env = dict(os.environ, FAKE_SLEEP="0.4")
+  env = dict(os.environ, FAKE_HANG_AFTER="2", FAKE_PID=str(pid_file))
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 60
-  while time.monotonic() < deadline:
-    done = out / "results.jsonl"
-    if done.exists() and len(done.read_text().splitlines()) >= 2:
-      break
+  while not pid_file.exists() and time.monotonic() < deadline:
     time.sleep(0.05)
+  child = int(pid_file.read_text())  # the third run hangs until killed
   if how == "sigkill-group":
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run in flight
     assert proc.wait() == -signal.SIGKILL
-  else:  # the launcher alone: its run in flight must not outlive it
-    if how == "sigterm-launcher":
-      proc.terminate()
-      assert proc.wait() == 128 + signal.SIGTERM
-    else:
-      proc.kill()
-      assert proc.wait() == -signal.SIGKILL
-    summaries = sorted(out.glob("*/summary.json"))
-    time.sleep(0.8)  # longer than a fake run
-    assert sorted(out.glob("*/summary.json")) == summaries
+  elif how == "sigterm-launcher":
+    proc.terminate()  # the launcher alone must stop its run
+    assert proc.wait() == 128 + signal.SIGTERM
+  else:
+    proc.kill()  # the run must not outlive even a SIGKILLed launcher
+    assert proc.wait() == -signal.SIGKILL
+  deadline = time.monotonic() + 10
+  while not _dead(child) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert _dead(child)
   before = [r["run"] for r in _lines(out)]
-  assert 2 <= len(before) < 6
+  assert before == ["fake-c1-r0", "fake-c1-r1"]
+  del env["FAKE_HANG_AFTER"]
   subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
   after = _lines(out)
-  assert sorted(r["run"] for r in after) == sorted(r.name for r in _runs(fake, repeats=2))
+  assert [r["run"] for r in after] == [r.name for r in _runs(fake, repeats=2)]
   assert all(r["status"] == "ok" for r in after)
-  assert [r["run"] for r in after[:len(before)]] == before
-  calls = _calls(fake)
-  assert all(calls.count(name) == 1 for name in before)  # finished runs were not run again
+  assert _calls(fake) == ["fake-c1-r0", "fake-c1-r1", "fake-c2-r0", "fake-c2-r0", "fake-c2-r1",
+                          "fake-c4-r0", "fake-c4-r1"]
