@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
   p.add_argument("--only", help="comma-separated globs (or substrings) of run names")
   p.add_argument("--results_dir", help="results.jsonl, report and logs (default results/NAME)")
-  p.add_argument("--output_dir", help="run.output_dir for xpk (gs://...; default --results_dir)")
+  p.add_argument("--output_dir", help="xpk: run.output_dir as the container sees it (default --results_dir)")
   p.add_argument("--harness_cmd", help=f"replaces `python -m harness` (also ${local.HARNESS_CMD_ENV})")
   p.add_argument("--timeout_s", type=float, help="local/aot: stop a run after this long")
   p.add_argument("--skip_failed", action="store_true", help="do not retry runs that failed")
