@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import os
 import re
 from typing import Any
 
@@ -76,6 +77,9 @@ def get_topology(name: str) -> Topology:
   if importlib.util.find_spec("libtpu") is None:
     raise RuntimeError("aot: libtpu is not installed; install it (pip install 'libtpu==0.0.42.*', "
                        "or the project's [test] extra) to compile for TPU on this machine")
+  # Compiling for a topology opens no TPU; without this, libtpu's lock file makes a second process
+  # loading it at the same time (parallel tests, a sweep) fail.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   canonical = f"{generation}:{'x'.join(str(d) for d in dims)}"
   try:
