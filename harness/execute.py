@@ -128,7 +128,8 @@ def execute(cfgs, mesh) -> dict:
   if status == "nan":
     raise NanError(error)
   if status == "preempted":
-    print(f"stopped by SIGTERM after step {phase.steps_run}; checkpoint saved, exiting cleanly")
+    stopped = phase.first_step + phase.steps_run  # the checkpoint's step, counting resumed runs
+    print(f"stopped by SIGTERM after step {stopped}; checkpoint saved, exiting cleanly")
   return summary
 
 

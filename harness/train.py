@@ -26,6 +26,7 @@ class PhaseResult:
   steps_run: int
   stopped_early: bool = False
   state: Any = None
+  first_step: int = 0  # where this invocation started: > 0 after a resume
 
 
 def initial_state(program, setup, mesh, ckpt: Checkpointer | None, resume: bool):
@@ -88,4 +89,4 @@ def train(ctx, program, setup, ckpt: Checkpointer | None) -> PhaseResult:
     if bar is not None:
       bar.close()
   return PhaseResult(times, compile_s, last, result.last_step + 1 - first, result.stopped_early,
-                     result.state)
+                     result.state, first)
