@@ -144,30 +144,37 @@ def uninterrupted(tmp_path_factory, cache) -> list[tuple[int, float, float]]:
   return reference
 
 
-@pytest.mark.slow
-def test_sigterm_at_a_random_step_then_restart_is_bitwise_identical(tmp_path, cache,
-                                                                     uninterrupted):
-  signal_after = random.Random(SEED).randint(1, 7)
-  work = Workdir(tmp_path, cache)
+def preempt(work: Workdir, after_step: int, resumed_at: int) -> int:
+  """Starts (or resumes) the run, sends SIGTERM once `after_step` is logged; the stop step."""
   proc = work.start()
-  wait_for(proc, lambda: any(r["step"] == signal_after for r in work.records()),
-           f"step {signal_after} was logged")
+  wait_for(proc, lambda: any(r["step"] == after_step for r in work.records()),
+           f"step {after_step} was logged")
   proc.send_signal(signal.SIGTERM)
   rc, out, err = finish(proc)
   assert rc == 0, err[-3000:]
-  stopped = work.summary()["steps_run"]
-  assert signal_after < stopped < 12
+  stopped = resumed_at + work.summary()["steps_run"]
+  assert after_step < stopped < 12
   assert out.strip().splitlines()[-1] == (
       f"stopped by SIGTERM after step {stopped}; checkpoint saved, exiting cleanly")
   assert work.summary()["status"] == "preempted"
   assert str(stopped) in work.checkpoints()
   assert [r["step"] for r in work.records()] == list(range(stopped))
   work.assert_contained()
+  return stopped
+
+
+@pytest.mark.slow
+def test_sigterm_twice_at_random_steps_then_restart_is_bitwise_identical(tmp_path, cache,
+                                                                         uninterrupted):
+  rng = random.Random(SEED)
+  work = Workdir(tmp_path, cache)
+  first_stop = preempt(work, rng.randint(1, 5), resumed_at=0)
+  second_stop = preempt(work, rng.randint(first_stop, 8), resumed_at=first_stop)
 
   proc = work.run()
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert work.summary()["status"] == "ok"
-  assert work.summary()["steps_run"] == 12 - stopped
+  assert work.summary()["steps_run"] == 12 - second_stop
   assert losses(work.records()) == uninterrupted  # exact float equality, every step
   work.assert_contained()
 
