@@ -31,5 +31,5 @@ def cross_attention(q_BxSxHxD: jax.Array, k_BxLxKxD: jax.Array, v_BxLxKxD: jax.A
                                    options=kernel_options)
 
   out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, None, q_BxSxHxD, k_BxLxKxD, v_BxLxKxD,
-                           kv_valid_len)
+                           kv_valid_len, kernel)
   return out[:, :seq]

@@ -86,5 +86,6 @@ def ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Ar
   local = lambda q, k, v, valid: ring_local(q, k, v, valid, axis=mesh_axes.CONTEXT, size=size,
                                             kernel=kernel, packed_kv=packed_qkv,
                                             kernel_options=kernel_options)
-  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid)
+  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid,
+                           kernel)
   return out[:, :seq]

@@ -164,5 +164,6 @@ def ulysses_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax
   local = lambda q, k, v, valid: ulysses_local(
       q, k, v, valid, plan=plan, axis=mesh_axes.CONTEXT,
       attend=kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv)
-  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid)
+  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid,
+                           kernel)
   return out[:, :seq]

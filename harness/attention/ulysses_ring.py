@@ -50,5 +50,5 @@ def ulysses_ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD
 
   local = lambda q, k, v, valid: ulysses.ulysses_local(
       q, k, v, valid, plan=plan, axis=ULYSSES, attend=attend, packed_qkv=packed_qkv)
-  out = layout.run_sharded(local, private, SEQ_AXES, SEQ_AXES, q, k, v, valid)
+  out = layout.run_sharded(local, private, SEQ_AXES, SEQ_AXES, q, k, v, valid, kernel)
   return out[:, :seq]
