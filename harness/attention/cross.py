@@ -1,4 +1,4 @@
-"""Cross-attention to text: q stays sequence-sharded, the short text K/V is replicated; no all-to-all."""
+"""Cross-attention to text: q stays sequence-sharded, text K/V are replicated; no all-to-all."""
 from __future__ import annotations
 
 import logging

@@ -1,20 +1,20 @@
 """Head-group planning for Ulysses: head padding, chunk ranges and the kv heads each chunk sends.
 
 Rules (see docs/attention.md):
-  * Heads are padded with zero heads up to a multiple of the Ulysses degree D when `pad_heads` is set;
-    without it, heads must already be a multiple of D.
-  * The (padded) heads form n = heads / D units of D heads. C chunks take consecutive units; when C does
-    not divide n, the first n % C chunks take one unit more. So every chunk is a multiple of D heads and
-    the valid chunk counts are 1..n.
-  * kv heads are first repeated to one per q head (a local copy), then padded like q. A chunk whose
-    devices each hold whole kv groups of `group` q heads sends every group-th kv head only and
-    repeats it again after the all-to-all; the backward returns one kv gradient per q head, which is
-    summed over each group once, at the end. That keeps results independent of the chunk count bit
-    for bit, at the price of a backward kv all-to-all as large as q's.
-  * After a chunk's all-to-all, device j holds the chunk's q heads [a + j*s, a + (j+1)*s), s = size / D.
-    Its kv slab holds, per device, the fewest kv heads m (a divisor of s) such that local q head i reads
-    local kv head i // (s / m), which is the kernels' GQA rule. MHA sends kv heads as they are; GQA and
-    MQA replicate a kv head only where a device's q heads do not cover its whole group.
+  * With `pad_heads`, q gets zero heads up to a multiple of the Ulysses degree D; without it,
+    heads must already be a multiple of D.
+  * The (padded) heads form n = heads / D units of D heads. C chunks take consecutive units; when
+    C does not divide n, the first n % C chunks take one unit more. Every chunk is a multiple of D
+    heads and the valid chunk counts are 1..n.
+  * After a chunk's all-to-all, device j holds the chunk's q heads [a + j*s, a + (j+1)*s),
+    s = size / D. Per device the chunk sends the fewest kv heads m (a divisor of s) such that local
+    q head i reads kv slot i // (s / m), the kernels' GQA rule: MHA sends every kv head once; GQA
+    and MQA send one kv head per run of s / m q heads that share it, replicated across devices
+    where kv_heads < D.
+  * kv heads are repeated locally to one per q head before the chunks are cut; a chunk with
+    s / m > 1 sends every (s / m)-th one and repeats it on arrival. Its backward returns one kv
+    gradient per q head and each group is summed once, after all chunks, so the bits do not depend
+    on the chunk count; the price is a backward kv all-to-all as large as q's.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def chunk_ranges(padded_heads: int, degree: int, num_chunks: int) -> tuple[Range
 
 
 def _kv_of(head: int, heads: int, kv_heads: int) -> int:
-  # Zero (padded) heads extend the last kv group: any kv head would do, this one needs no extra slot.
+  # Zero (padded) heads extend the last kv group: any kv head would do; this one adds no slot.
   return min(head, heads - 1) // (heads // kv_heads)
 
 
