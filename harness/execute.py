@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 
 import jax
 
@@ -115,8 +116,13 @@ def execute(cfgs, mesh) -> dict:
         phase = denoise(ctx, program, cfgs.setup, params, cfgs.run.steps)
   except NanError as err:
     status, error = "nan", _nan_message(err, cfgs)
+  except jax.errors.JaxRuntimeError as err:
+    if jax.process_count() == 1:
+      raise
+    status, error = "failed", _peer_message(err)
   finally:
-    if ckpt is not None:
+    # After a failed collective, orbax's commit barrier would wait for the missing peer.
+    if ckpt is not None and status != "failed":
       ckpt.close()
   summary = summary_lib.build_summary(cfgs, mesh, phase, n_params, status, error)
   summary.update(extra)
@@ -127,6 +133,8 @@ def execute(cfgs, mesh) -> dict:
   writer.close()
   if status == "nan":
     raise NanError(error)
+  if status == "failed":
+    _exit_without_peer(error)
   if status == "preempted":
     stopped = phase.first_step + phase.steps_run  # the checkpoint's step, counting resumed runs
     print(f"stopped by SIGTERM after step {stopped}; checkpoint saved, exiting cleanly")
@@ -138,3 +146,16 @@ def _nan_message(err: Exception, cfgs) -> str:
   return (f"non-finite {err}; attention.variant={a.variant} num_chunks={a.num_chunks} "
           f"kernel={a.kernel}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
           f"LIBTPU_INIT_ARGS={os.environ.get('LIBTPU_INIT_ARGS', '')!r}")
+
+
+def _peer_message(err: Exception) -> str:
+  first = (str(err).splitlines() or [type(err).__name__])[0]
+  return (f"a collective failed in a {jax.process_count()}-process run (a peer process died or "
+          f"lost its connection): {first}")
+
+
+def _exit_without_peer(error: str) -> None:
+  """Exits with code 4 at once: with a peer gone, JAX's shutdown barrier at exit would abort."""
+  sys.stdout.flush()
+  print(f"error: {error}", file=sys.stderr, flush=True)
+  os._exit(4)
