@@ -1,0 +1,94 @@
+"""Two processes on 127.0.0.1 (gloo, 4 simulated devices each): one job, outputs written once.
+
+And when a peer dies mid-run, the survivor exits non-zero with a clear error in bounded time.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from test_reliability_runs import RUN_NAME, RUN_TIMEOUT_S, Workdir, shared_cache, wait_for
+
+HEARTBEAT_S = 10
+MULTIHOST = ("mesh.simulated_devices=4", "mesh.context=8", "mesh.num_processes=2",
+             f"mesh.heartbeat_timeout_s={HEARTBEAT_S}", "mesh.init_timeout_s=120",
+             "run.checkpoint_every=3")
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_pair(work: Workdir, *bindings: str) -> list[subprocess.Popen]:
+  address = f"mesh.coordinator_address='127.0.0.1:{free_port()}'"
+  return [subprocess.Popen(
+      work.command(*MULTIHOST, address, f"mesh.process_id={i}", *bindings), cwd=work.cwd,
+      env=work.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
+
+
+def finish_all(procs: list[subprocess.Popen], timeout_s: float) -> list[tuple[int, str, str]]:
+  """Waits for every process; on a timeout kills them all and fails (CI must never hang)."""
+  deadline = time.monotonic() + timeout_s
+  results = []
+  try:
+    for proc in procs:
+      out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+      results.append((proc.returncode, out, err))
+  except subprocess.TimeoutExpired:
+    for proc in procs:
+      proc.kill()
+    pytest.fail("a process of the 2-process run did not exit in time")
+  return results
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return shared_cache(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_two_processes_run_chunked_ulysses_and_write_outputs_once(tmp_path, cache):
+  work = Workdir(tmp_path, cache)
+  (rc0, out0, err0), (rc1, out1, err1) = finish_all(start_pair(work, "run.steps=6"),
+                                                    RUN_TIMEOUT_S)
+  assert (rc0, rc1) == (0, 0), (err0[-3000:], err1[-3000:])
+  assert f"run {RUN_NAME}: train ok" in out0 and f"run {RUN_NAME}:" not in out1
+  summary = work.summary()
+  assert summary["status"] == "ok"
+  assert summary["attention"]["variant"] == "ulysses" and summary["attention"]["num_chunks"] == 2
+  assert summary["mesh"] == {"data": 1, "fsdp": 1, "context": 8, "tensor": 1}
+  assert (summary["devices"]["count"], summary["devices"]["processes"]) == (8, 2)
+  records = [json.loads(ln) for ln in (work.run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == list(range(6))  # one writer: no step twice
+  assert len(list((work.run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+  assert work.checkpoints() == ["3", "6"]
+  work.assert_contained()
+
+
+@pytest.mark.slow
+def test_a_dead_peer_ends_the_survivor_with_a_clear_error_in_bounded_time(tmp_path, cache):
+  work = Workdir(tmp_path, cache)
+  procs = start_pair(work, "run.steps=1000")
+  try:
+    wait_for(procs[0], lambda: len(work.records()) >= 2, "two steps were logged")
+  finally:
+    procs[1].kill()
+  killed = time.monotonic()
+  [(rc0, _, err0)] = finish_all(procs[:1], 3 * HEARTBEAT_S)
+  took_s = time.monotonic() - killed
+  procs[1].communicate(timeout=30)
+  print(f"process 0 exited {took_s:.1f} s after process 1 was killed")
+  assert rc0 == 4, err0[-3000:]
+  last = err0.strip().splitlines()[-1]
+  assert last.startswith("error: a collective failed in a 2-process run (a peer process died "
+                         "or lost its connection): "), last
+  summary = work.summary()
+  assert summary["status"] == "failed" and summary["error"] == last[len("error: "):]
+  assert took_s < 2 * HEARTBEAT_S
