@@ -82,6 +82,13 @@ def abstract_mesh(cfg: C.MeshConfig) -> AbstractMesh:
   return AbstractMesh(tuple(sizes.values()), AXES)
 
 
+def _platform(mesh) -> str | None:
+  """The platform a mesh's devices compile for (a TPU topology's on a CPU host); None if abstract."""
+  if isinstance(mesh, AbstractMesh):
+    return None
+  return mesh.devices.flat[0].platform
+
+
 def validate(cfgs: Configs, mesh) -> None:
   """Fails fast, before tracing, on shapes the attention or the mesh cannot take."""
   from harness.attention import validate as validate_attention
@@ -89,7 +96,8 @@ def validate(cfgs: Configs, mesh) -> None:
   validate_attention(heads=cfgs.model.num_heads, kv_heads=cfgs.model.num_heads,
                      context=mesh.shape["context"], variant=attn.variant,
                      num_chunks=attn.num_chunks, ulysses_degree=attn.ulysses_degree,
-                     kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads)
+                     kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
+                     platform=_platform(mesh))
   cfgs.model.grid(cfgs.video)
   batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
   if cfgs.run.batch_size % batch_par:
