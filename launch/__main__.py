@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Sequence
 
-from launch import aot_backend, local, report, sweep, xpk
+from launch import aot_backend, bench, local, report, sweep, xpk
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +57,12 @@ def _xpk_options(args: argparse.Namespace) -> xpk.XpkOptions:
 
 def launch(args: argparse.Namespace) -> int:
   """Expands, validates and runs the sweep; returns the exit status."""
+  benchmarks = bench.load_bench(args.experiment)
+  if benchmarks is not None:
+    if args.backend != "local":
+      raise ValueError(f"--backend={args.backend}: benchmark files run with --backend local")
+    return bench.run_bench(benchmarks, args.results_dir or f"results/{benchmarks.name}",
+                           args.only, args.dry_run)
   spec = sweep.load_experiment(args.experiment)
   runs = aot_backend.aot_runs(spec) if args.backend == "aot" else sweep.expand(spec)
   runs = sweep.select(runs, args.only)
