@@ -157,6 +157,9 @@ ENTRY %main (m: s8[1,8,16], q: bf16[4,1024,128], k: bf16[4,2048,128]) -> bf16[4,
   assert r["cost_sources"] == {"flops": 1, "free": 3}
   dq = text.replace("splash_mha_fwd", "splash_mha_dq")
   assert analyze_hlo(dq, HW, TWO_CHIPS, (2, 1))["compute_s"] == pytest.approx(1.5 * flops / 1e12)
+  one_head = text.replace("bf16[4,1024,128]", "bf16[1024,128]").replace("bf16[4,2048,128]",
+                                                                        "bf16[2048,128]")
+  assert analyze_hlo(one_head, HW, TWO_CHIPS, (2, 1))["compute_s"] == pytest.approx(flops / 4e12)
 
 
 ASYNC_WRAPPER = """HloModule w, is_scheduled=true, num_partitions=2

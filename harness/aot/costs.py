@@ -64,9 +64,10 @@ def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> 
   io_bytes = operand_bytes(instr, comp) + instr.bytes
   memory_s = io_bytes / hw.device_hbm_bandwidth
   factor = _attention_flops_factor(instr.op_name or instr.name)
-  # q, k, v are the first floating-point operands of rank >= 3 (splash passes int8 block masks first).
+  # q, k, v are the first floating-point operands of rank >= 2 (splash passes int8 block masks
+  # first; a single head comes as [S, D]).
   arrays = [_float_dims(comp.by_name[o].shape) for o in instr.operands if o in comp.by_name]
-  arrays = [d for d in arrays if d is not None and len(d) >= 3]
+  arrays = [d for d in arrays if d is not None and len(d) >= 2]
   if factor is None or len(arrays) < 2:
     return memory_s, "bytes"
   q, k = arrays[0], arrays[1]
