@@ -1,8 +1,10 @@
 """Orbax checkpoints of (params, optimizer state, step): async saves, restore of the latest."""
 from __future__ import annotations
 
+import gc
 import logging
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -26,7 +28,8 @@ class Checkpointer:
     self._mngr = ocp.CheckpointManager(
         directory.resolve(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                             create=True, cleanup_tmp_directories=True))
+                                             create=True, cleanup_tmp_directories=True),
+        item_handlers=ocp.StandardCheckpointHandler())  # so item_metadata can read shapes
 
   def _tidy(self, fresh: bool) -> None:
     directory = self.directory
@@ -45,9 +48,22 @@ class Checkpointer:
   def restore(self, abstract_state: Any) -> tuple[Any, int]:
     """The newest complete checkpoint restored onto the abstract state's shardings."""
     step = self._mngr.latest_step()
-    state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    log.info("resumed from %s", self.directory / str(step))
-    return state, step
+    where = self.directory / str(step)
+    mismatch = _first_mismatch(self._mngr.item_metadata(step), abstract_state)
+    if mismatch:
+      raise ValueError(f"run.resume=True: checkpoint {where} was written by another config "
+                       f"({mismatch}); set run.resume=False to start afresh (the old checkpoints "
+                       f"are moved aside) or choose another run.run_name")
+    try:
+      state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except (ValueError, KeyError) as err:  # shapes or tree of another model/optimizer config
+      first = (str(err).splitlines() or [type(err).__name__])[0]
+    else:
+      log.info("resumed from %s", where)
+      return state, step
+    _discard_abandoned_reads()
+    raise ValueError(f"run.resume=True: checkpoint {where} does not fit this config "
+                     f"({first[:160]}); set run.resume=False or choose another run.run_name")
 
   def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
     """Starts an async save of the state after `step` steps when due (or forced)."""
@@ -60,3 +76,40 @@ class Checkpointer:
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Leaf shapes by path; keys as plain names so dicts, tuples and namedtuples compare equal."""
+  def name(key) -> str:
+    return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+  return {"/".join(name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _first_mismatch(stored: Any, wanted: Any) -> str | None:
+  """Where a checkpoint's arrays differ from the state this config builds, or None."""
+  if stored is None:  # no metadata to compare: let the restore itself decide
+    return None
+  have, want = _leaf_shapes(stored), _leaf_shapes(wanted)
+  for path in sorted(want.keys() | have.keys(), key=lambda p: (not p.startswith("params"), p)):
+    if path not in have:
+      return f"{path} is missing there"
+    if path not in want:
+      return f"{path} is not in this config's state"
+    if have[path] != want[path]:
+      return f"{path} has shape {have[path]} there, {want[path]} here"
+  return None
+
+
+def _discard_abandoned_reads() -> None:
+  """Collects the array reads a failed restore left pending, without their tracebacks.
+
+  Otherwise each one prints "Exception ignored in <coroutine ...>" at exit: thousands of lines
+  after the one-line error.
+  """
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda _: None
+  try:
+    gc.collect()
+  finally:
+    sys.unraisablehook = hook
