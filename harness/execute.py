@@ -83,6 +83,11 @@ def execute(cfgs, mesh) -> dict:
   """Runs the configured mode; writes outputs (process 0) even when the run fails."""
   run_dir = cfgs.run_dir
   is_main = jax.process_index() == 0
+  try:  # every process writes its part of each checkpoint here
+    run_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as err:
+    raise ValueError(f"run.output_dir={cfgs.run.output_dir!r}: cannot create {run_dir} "
+                     f"({err.strerror})") from None
   mode = cfgs.run.mode
   # In train mode checkpoints are always possible: every N steps, and on SIGTERM even when N=0.
   ckpt = (Checkpointer(run_dir / "checkpoints", cfgs.run.checkpoint_every,

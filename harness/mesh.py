@@ -88,6 +88,9 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
   if explicit:
     if num_processes is None or process_id is None:
       raise ValueError("mesh.coordinator_address needs mesh.num_processes and mesh.process_id too")
+    if not 0 <= process_id < num_processes:
+      raise ValueError(f"mesh.process_id={process_id}: must be in [0, mesh.num_processes="
+                       f"{num_processes}), one distinct id per process")
     jax.distributed.initialize(coordinator_address, num_processes=num_processes,
                                process_id=process_id, initialization_timeout=init_timeout_s,
                                heartbeat_timeout_seconds=heartbeat_timeout_s)
