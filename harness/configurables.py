@@ -16,10 +16,31 @@ from harness.model.config import DiTConfig, VideoConfig
 MODES = ("train", "eval", "aot")
 
 
+_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_types(cls: type, name: str, kwargs: dict[str, Any]) -> None:
+  """A quoted number (`run.steps='12'`) or a number for a name fails with one line, not later."""
+  for field in dataclasses.fields(cls):
+    if field.name not in kwargs:
+      continue
+    value = kwargs[field.name]
+    options = [t.strip() for t in str(field.type).split("|")]
+    if "None" in options and value is None:
+      continue
+    types = [o for o in options if o != "None"]
+    if not types or any(t not in _SIMPLE for t in types):
+      continue  # a type this check does not model (tuples, ...): the dataclass checks it
+    allowed = tuple(t for o in types for t in _SIMPLE[o])
+    if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+      raise ValueError(f"{name}.{field.name}={value!r}: expected {' or '.join(options)}")
+
+
 def _register(cls: type, name: str):
   """Makes `name.field = value` bind the dataclass's fields, checked against its signature."""
 
   def make(**kwargs: Any):
+    _check_types(cls, name, kwargs)
     return cls(**kwargs)
 
   make.__signature__ = inspect.signature(cls)
@@ -119,6 +140,12 @@ class ProfilerConfig:
   start_step: int = 3
   num_steps: int = 2
   all_hosts: bool = False
+
+  def __post_init__(self):
+    if self.enabled and self.num_steps < 1:
+      raise ValueError(f"profiler.num_steps={self.num_steps}: must be >= 1 when profiler.enabled")
+    if self.enabled and self.start_step < 0:
+      raise ValueError(f"profiler.start_step={self.start_step}: must be >= 0")
 
 
 run = _register(RunConfig, "run")

@@ -112,13 +112,12 @@ def execute(cfgs, mesh) -> dict:
     with window:
       if mode == "train":
         phase = train(ctx, program, cfgs.setup, ckpt)
-        if phase.stopped_early:
-          status = "preempted"
-        elif cfgs.run.final_eval and phase.state is not None:
+        if cfgs.run.final_eval and phase.state is not None and not phase.stopped_early:
           extra["eval"] = _final_eval(cfgs, ctx, program, phase.state[0], writer)
       else:
         params, _ = program.init(cfgs.run.seed)
         phase = denoise(ctx, program, cfgs.setup, params, cfgs.run.steps)
+      status = "preempted" if phase.stopped_early else "ok"
   except NanError as err:
     status, error = "nan", _nan_message(err, cfgs)
   except jax.errors.JaxRuntimeError as err:

@@ -72,8 +72,9 @@ def train(ctx, program, setup, ckpt: Checkpointer | None) -> PhaseResult:
       times.append(dt)
     ctx.log_step(step, dt, metrics, timed)
 
-  def due(step):
-    return ckpt is not None and ckpt.every > 0 and (step + 1) % ckpt.every == 0
+  def due(step):  # every N steps, and the final state so a finished run resumes as finished
+    return ckpt is not None and ckpt.every > 0 and (
+        (step + 1) % ckpt.every == 0 or step + 1 == run_cfg.steps)
 
   def save(step, state):
     if ckpt is not None:

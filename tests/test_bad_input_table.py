@@ -50,7 +50,9 @@ DRY_RUN_ROWS = [
                                   "attention.num_chunks=1"),
     ("attention.ulysses_degree=2", "attention.ulysses_degree=2 is invalid for variant 'ulysses' "
                                    "(it uses mesh.context=8); valid choices: None, 8"),
-    ("attention.num_chunks=2.0", "attention.num_chunks=2.0 must be a positive integer"),
+    ("attention.num_chunks=2.0", "attention.num_chunks=2.0: expected int"),
+    ("run.steps='12'", "run.steps='12': expected int"),
+    ("profiler.num_steps=0", "profiler.num_steps=0: must be >= 1 when profiler.enabled"),
     ("video.frames=6", "video.frames=6: must be 4k+1 (e.g. 5, 17, 81)"),
     ("video.height=60", "video.height=60: must be a multiple of 16"),
     ("model.dim=250", "model.dim=250 is not a multiple of model.num_heads=16"),
