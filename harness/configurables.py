@@ -106,6 +106,8 @@ class AttentionConfig:
   ulysses_degree: int | None = None
   packed_qkv: bool = False
   pad_heads: bool = False
+  # Self-attention projects q/k/v and o per head group inside the Ulysses shard_map (experimental).
+  pipelined_projections: bool = False
   block_q: int = 512
   block_kv: int = 512
 

@@ -48,7 +48,22 @@ def make_runtime(attn: AttentionConfig, mesh: Mesh) -> Runtime:
       pad_heads=attn.pad_heads, kernel_options=options)
   cross = functools.partial(cross_attention, mesh=mesh, kernel=attn.kernel, kernel_options=options)
   layout = activation_sharding(mesh)
-  return Runtime(self_attn, cross, lambda x: jax.lax.with_sharding_constraint(x, layout))
+  return Runtime(self_attn, cross, lambda x: jax.lax.with_sharding_constraint(x, layout),
+                 _projected_self_attention(attn, mesh, options))
+
+
+def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, options):
+  """Self-attention that projects per head group (attention.pipelined_projections), else None."""
+  if not attn.pipelined_projections:
+    return None
+  if attn.variant != "ulysses":
+    raise ValueError(f"attention.pipelined_projections=True needs attention.variant='ulysses', "
+                     f"got {attn.variant!r}; valid choices: 'ulysses' (or pipelined_projections="
+                     f"False)")
+  from harness.attention.pipelined import pipelined_self_attention
+  return functools.partial(pipelined_self_attention, mesh=mesh, num_chunks=attn.num_chunks,
+                           kernel=attn.kernel, pad_heads=attn.pad_heads,
+                           packed_qkv=attn.packed_qkv, kernel_options=options)
 
 
 def abstract_model(cfg: DiTConfig) -> tuple[nnx.GraphDef, nnx.State]:

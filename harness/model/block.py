@@ -22,6 +22,9 @@ class Runtime:
   self_attention: AttendFn
   cross_attention: AttendFn
   constrain: Callable[[jnp.ndarray], jnp.ndarray] = lambda x: x
+  # When set, self-attention hands x and its weights over and projects per head group inside
+  # (attention.pipelined_projections); see harness/attention/pipelined.py.
+  projected_self_attention: Callable | None = None
 
 
 class Attention(nnx.Module):
@@ -33,7 +36,18 @@ class Attention(nnx.Module):
     self.norm_q = nnx.RMSNorm(cfg.dim, epsilon=cfg.eps, rngs=rngs)
     self.norm_k = nnx.RMSNorm(cfg.dim, epsilon=cfg.eps, rngs=rngs)
 
-  def __call__(self, x_BxSxD, ctx_BxTxD, attend: AttendFn, angles_SxP=None):
+  def projection_weights(self) -> dict[str, jnp.ndarray]:
+    """q/k/v/o kernels and biases and the q/k norm scales, as pipelined projections take them."""
+    weights = {"norm_q": self.norm_q.scale[...], "norm_k": self.norm_k.scale[...]}
+    for name in ("q", "k", "v", "o"):
+      linear = getattr(self, name)
+      weights["w" + name], weights["b" + name] = linear.kernel[...], linear.bias[...]
+    return weights
+
+  def __call__(self, x_BxSxD, ctx_BxTxD, attend: AttendFn, angles_SxP=None, projected=None):
+    if projected is not None:
+      return projected(x_BxSxD, angles_SxP, self.projection_weights(), num_heads=self.cfg.num_heads,
+                       eps=self.cfg.eps, dtype=self.cfg.dtype, rotate=apply_rope)
     b, s, _ = x_BxSxD.shape
     t = ctx_BxTxD.shape[1]
     h, d = self.cfg.num_heads, self.cfg.head_dim
@@ -64,7 +78,7 @@ class Block(nnx.Module):
     mod = self.modulation[...][None].astype(jnp.float32) + e6_Bx6xD.astype(jnp.float32)
     shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, i:i + 1] for i in range(6))
     h = (self.norm1(x_BxSxD) * (1 + scale1) + shift1).astype(x_BxSxD.dtype)
-    y = self.self_attn(h, h, rt.self_attention, angles_SxP)
+    y = self.self_attn(h, h, rt.self_attention, angles_SxP, rt.projected_self_attention)
     x_BxSxD = rt.constrain(x_BxSxD + (y * gate1).astype(x_BxSxD.dtype))
     y = self.cross_attn(self.norm3(x_BxSxD), text_BxTxD, rt.cross_attention)
     x_BxSxD = rt.constrain(x_BxSxD + y)
