@@ -70,7 +70,11 @@ def _project_group(x_BxLxD, angles_LxP, w: Weights, chunk, *, heads: int, head_d
   for n in ("q", "k"):
     y_BxLxF = linear(n)
     ssq.append(jnp.sum(jnp.square(y_BxLxF.astype(jnp.float32)), axis=-1))
-    y_BxLxF = y_BxLxF * w["norm_" + n][cols].astype(dtype)
+    # The norm's output dtype promotes with its scale's, as nnx.RMSNorm's does (float32 scales
+    # make q and k float32 in a bfloat16 model).
+    scale_F = w["norm_" + n][cols]
+    norm_dtype = jnp.result_type(y_BxLxF.dtype, scale_F.dtype)
+    y_BxLxF = y_BxLxF.astype(norm_dtype) * scale_F.astype(norm_dtype)
     y_BxLxNxD = _to_heads(y_BxLxF, size, head_dim)
     normed.append(y_BxLxNxD if angles_LxP is None else rotate(y_BxLxNxD, angles_LxP))
   v_BxLxNxD = _to_heads(linear("v"), size, head_dim)
@@ -123,6 +127,9 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
         b, l = real_BxLxnxD.shape[:2]
         part_BxLxD = _dot(real_BxLxnxD.reshape(b, l, -1).astype(dtype),
                           w["wo"][rows].astype(dtype), jnp.float32)
+        # Else XLA's simplifier merges the groups' products into one dot after the last
+        # all-to-all, and the last group's output all-to-all has nothing left to hide under.
+        part_BxLxD = lax.optimization_barrier(part_BxLxD)
       total_BxLxD = part_BxLxD if total_BxLxD is None else total_BxLxD + part_BxLxD
   return (total_BxLxD + w["bo"].astype(jnp.float32)).astype(dtype)
 
