@@ -79,38 +79,32 @@ def _flops(cfgs, mode: str) -> float:
   return step_flops(cfgs.model, cfgs.video, cfgs.run.batch_size, mode)
 
 
-def execute(cfgs, mesh) -> dict:
-  """Runs the configured mode; writes outputs (process 0) even when the run fails."""
+def _open_outputs(cfgs, is_main: bool):
+  """Run folder, checkpointer (train mode) and metrics writer; config.gin written first."""
   run_dir = cfgs.run_dir
-  is_main = jax.process_index() == 0
   try:  # every process writes its part of each checkpoint here
     run_dir.mkdir(parents=True, exist_ok=True)
   except OSError as err:
     raise ValueError(f"run.output_dir={cfgs.run.output_dir!r}: cannot create {run_dir} "
                      f"({err.strerror})") from None
-  mode = cfgs.run.mode
   # In train mode checkpoints are always possible: every N steps, and on SIGTERM even when N=0.
   ckpt = (Checkpointer(run_dir / "checkpoints", cfgs.run.checkpoint_every,
-                       fresh=not cfgs.run.resume) if mode == "train" else None)
+                       fresh=not cfgs.run.resume) if cfgs.run.mode == "train" else None)
   resume_step = (ckpt.latest_step() or 0) if ckpt is not None else 0
   writer = metrics.MetricsWriter(run_dir, enabled=is_main, resume_step=resume_step)
   operative = config_lib.operative_config()
   if is_main:
     (run_dir / "config.gin").write_text(operative)
     writer.text("config/operative_gin", operative)
-  flops = _flops(cfgs, mode)
-  tokens = cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size * (2 if mode == "eval" else 1)
-  p = cfgs.profiler
-  window = ProfilerWindow(str(run_dir / "tensorboard"), enabled=p.enabled,
-                          start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
-                          process_index=jax.process_index())
-  ctx = RunContext(cfgs.run, mesh, window, _step_logger(writer, cfgs, tokens, flops, "perf"))
-  program = steps.build_program(cfgs.setup, mesh)
-  n_params = steps.count_params(program.abstract_params)
+  return ckpt, writer
+
+
+def _run_phases(cfgs, ctx, program, ckpt, writer):
+  """(phase, status, error, extra summary entries) of the configured mode."""
   phase, status, error, extra = None, "ok", None, {}
   try:
-    with window:
-      if mode == "train":
+    with ctx.window:
+      if cfgs.run.mode == "train":
         phase = train(ctx, program, cfgs.setup, ckpt)
         if cfgs.run.final_eval and phase.state is not None and not phase.stopped_early:
           extra["eval"] = _final_eval(cfgs, ctx, program, phase.state[0], writer)
@@ -128,12 +122,30 @@ def execute(cfgs, mesh) -> dict:
     # After a failed collective, orbax's commit barrier would wait for the missing peer.
     if ckpt is not None and status != "failed":
       ckpt.close()
-  summary = summary_lib.build_summary(cfgs, mesh, phase, n_params, status, error)
+  return phase, status, error, extra
+
+
+def execute(cfgs, mesh) -> dict:
+  """Runs the configured mode; writes outputs (process 0) even when the run fails."""
+  is_main = jax.process_index() == 0
+  ckpt, writer = _open_outputs(cfgs, is_main)
+  mode = cfgs.run.mode
+  tokens = cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size * (2 if mode == "eval" else 1)
+  p = cfgs.profiler
+  window = ProfilerWindow(str(cfgs.run_dir / "tensorboard"), enabled=p.enabled,
+                          start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
+                          process_index=jax.process_index())
+  ctx = RunContext(cfgs.run, mesh, window,
+                   _step_logger(writer, cfgs, tokens, _flops(cfgs, mode), "perf"))
+  program = steps.build_program(cfgs.setup, mesh)
+  phase, status, error, extra = _run_phases(cfgs, ctx, program, ckpt, writer)
+  summary = summary_lib.build_summary(cfgs, mesh, phase, steps.count_params(
+      program.abstract_params), status, error)
   summary.update(extra)
   _analyze_trace(window, writer, summary)
   if is_main:
-    metrics.write_json_atomic(run_dir / "summary.json", summary)
-    print(summary_lib.console_report(summary, run_dir))
+    metrics.write_json_atomic(cfgs.run_dir / "summary.json", summary)
+    print(summary_lib.console_report(summary, cfgs.run_dir))
   writer.close()
   if status == "nan":
     raise NanError(error)
