@@ -83,15 +83,16 @@ def test_grads_match_without_vma_check(monkeypatch):
   _compare(8, 64, 4, 2, (1, 2, 4), 2)
 
 
-def test_one_all_to_all_set_per_group_and_one_gather():
+def test_one_all_to_all_set_per_group_and_one_for_the_norm():
   mesh = make_mesh(context=8)
   module = _attention(16, 64)
   x_BxSxD = jnp.ones((1, 16, 64))
   projected = functools.partial(pipelined_self_attention, mesh=mesh, num_chunks=2, kernel="xla")
   fn = jax.jit(lambda x: module(x, x, None, rope_angles((1, 4, 4), 4), projected))
   hlo = fn.lower(x_BxSxD).compile().as_text()
-  assert hlo.count(" all-to-all(") + hlo.count(" all-to-all-start(") == 4 * 2
-  assert hlo.count(" all-gather(") + hlo.count(" all-gather-start(") == 1
+  # 4 per group (q, k, v, out) and one carrying every token's 1/rms of q and k.
+  assert hlo.count(" all-to-all(") + hlo.count(" all-to-all-start(") == 4 * 2 + 1
+  assert hlo.count(" all-gather(") + hlo.count(" all-gather-start(") == 0
 
 
 def test_dit_forward_matches_through_runtime():

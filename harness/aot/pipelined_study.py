@@ -10,6 +10,7 @@ on, and writes a markdown table of the predicted hidden share of all-to-all time
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import os
 import sys
@@ -21,7 +22,9 @@ import jax  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
+from harness.aot.hlo_parse import parse_module  # pylint: disable=g-import-not-at-top
 from harness.aot.run import compile_and_analyze  # pylint: disable=g-import-not-at-top
+from harness.aot.simulate import ScheduleSimulator  # pylint: disable=g-import-not-at-top
 from harness.aot.study import ASYNC_A2A  # pylint: disable=g-import-not-at-top
 from harness.aot.topology import get_topology  # pylint: disable=g-import-not-at-top
 
@@ -29,7 +32,8 @@ from harness.aot.topology import get_topology  # pylint: disable=g-import-not-at
 GRIDS = {"720p": (21, 45, 80), "480p": (21, 30, 52)}
 
 
-def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, dim=5120, heads=40):
+def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False,
+           schedule_groups: bool = False, dim=5120, heads=40):
   """(fn, abstract args) for one self-attention layer on a cp=8 mesh."""
   from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
   from harness.attention.pipelined import pipelined_self_attention  # pylint: disable=g-import-not-at-top
@@ -39,9 +43,11 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, dim=5120, 
   mesh = make_mesh(context=8, devices=topology.devices)
   cfg = DiTConfig(dim=dim, num_heads=heads, dtype="bfloat16", param_dtype="bfloat16")
   graphdef, state = nnx.split(nnx.eval_shape(lambda: Attention(cfg, nnx.Rngs(0))))
-  common = dict(mesh=mesh, num_chunks=chunks, kernel=kernel, pad_heads=heads % 8 != 0)
+  common = dict(mesh=mesh, num_chunks=chunks, kernel=kernel, pad_heads=heads % 8 != 0,
+                packed_qkv=packed_qkv)
   attend = functools.partial(context_parallel_attention, variant="ulysses", **common)
-  projected = functools.partial(pipelined_self_attention, **common) if pipelined else None
+  projected = (functools.partial(pipelined_self_attention, schedule_groups=schedule_groups,
+                                 **common) if pipelined else None)
   tokens = grid[0] * grid[1] * grid[2]
   seq = NamedSharding(mesh, P(("data", "fsdp"), "context", None))
   sds = lambda shape, dtype, spec: jax.ShapeDtypeStruct(shape, dtype, sharding=spec)
@@ -56,25 +62,39 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, dim=5120, 
   return jax.jit(fn, out_shardings=seq), (params, x, angles)
 
 
-def a2a_hidden_fraction(report: dict) -> tuple[float, float]:
-  """(hidden share of all-to-all time, all-to-all seconds); synchronous ones count as exposed."""
-  records = [r for r in report["async_collectives"] if r["kind"] == "all-to-all"]
-  hidden = sum(r["hidden_s"] * r["times"] for r in records)
-  comm = sum(r["comm_s"] * r["times"] for r in records)
-  counts = report["collectives"].get("all-to-all", {"count": 0, "async_count": 0})
-  if counts["count"] != counts["async_count"]:
-    # Synchronous all-to-alls have no record; scale by the count as a stand-in for their time.
-    comm *= counts["count"] / max(1, counts["async_count"])
+class _PerKindSimulator(ScheduleSimulator):
+  """The schedule simulation, also summing each collective kind's link time (sync ones too)."""
+
+  def __init__(self, *args):
+    super().__init__(*args)
+    self.seconds_by_kind = collections.Counter()
+
+  def _comm(self, kind, instr, comp):
+    bytes_in, seconds, group = super()._comm(kind, instr, comp)
+    self.seconds_by_kind[kind] += seconds  # one layer: no loops, every op runs once
+    return bytes_in, seconds, group
+
+
+def a2a_hidden_fraction(report: dict, hlo: str, topology) -> tuple[float, float]:
+  """(hidden share of all-to-all link time, all-to-all seconds); synchronous ones hide nothing."""
+  coords = [tuple(d.coords) for d in topology.devices]
+  sim = _PerKindSimulator(parse_module(hlo), topology.hardware, coords, topology.dims,
+                          topology.wraparound)
+  sim.run()
+  comm = sim.seconds_by_kind["all-to-all"]
+  hidden = sum(r["hidden_s"] * r["times"] for r in report["async_collectives"]
+               if r["kind"] == "all-to-all")
   return (hidden / comm if comm else 0.0), comm
 
 
-def run_case(grid, chunks: int, kernel: str, pipelined: bool) -> dict:
+def run_case(grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False,
+             schedule_groups: bool = False) -> dict:
   topology = get_topology("v5p:2x2x2")
-  fn, args = _layer(topology, grid, chunks, kernel, pipelined)
+  fn, args = _layer(topology, grid, chunks, kernel, pipelined, packed_qkv, schedule_groups)
   start = time.perf_counter()
-  report, _ = compile_and_analyze(fn, args, topology, ASYNC_A2A)
+  report, hlo = compile_and_analyze(fn, args, topology, ASYNC_A2A)
   report["wall_s"] = time.perf_counter() - start
-  report["a2a_hidden_fraction"], report["a2a_s"] = a2a_hidden_fraction(report)
+  report["a2a_hidden_fraction"], report["a2a_s"] = a2a_hidden_fraction(report, hlo, topology)
   return report
 
 
@@ -93,17 +113,21 @@ def main(argv=None) -> None:
   parser.add_argument("--resolution", default="720p", choices=sorted(GRIDS))
   parser.add_argument("--frames", type=int, default=None, help="latent frames (fewer = faster)")
   parser.add_argument("--kernel", default="splash")
+  parser.add_argument("--packed_qkv", action="store_true")
+  parser.add_argument("--schedule_groups", action="store_true")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   grid = GRIDS[args.resolution]
   grid = (args.frames or grid[0], grid[1], grid[2])
   lines = [f"One self-attention layer, {grid[0] * grid[1] * grid[2]:,} tokens, v5p:2x2x2 cp=8, "
-           f"kernel={args.kernel}, flags {' '.join(ASYNC_A2A)}, forward, bf16.", "",
+           f"kernel={args.kernel}, packed_qkv={args.packed_qkv}, "
+           f"schedule_groups={args.schedule_groups}, flags {' '.join(ASYNC_A2A)}, forward, bf16.", "",
            "| C | pipelined | async a2a | a2a ms | compute ms | exposed ms | a2a hidden | "
            "hidden (all) | predicted ms | compile s |", "|" + "---|" * 10]
   for chunks in args.chunks:
     for pipelined in (False, True):
-      lines.append(_row(chunks, pipelined, run_case(grid, chunks, args.kernel, pipelined)))
+      lines.append(_row(chunks, pipelined, run_case(grid, chunks, args.kernel, pipelined,
+                                                           args.packed_qkv, args.schedule_groups)))
       print(lines[-1], file=sys.stderr, flush=True)
   text = "\n".join(lines) + "\n"
   print(text)

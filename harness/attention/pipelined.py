@@ -17,12 +17,14 @@ the output projection are summed in another order.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental import xla_metadata
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -93,51 +95,90 @@ def _send(q_BxLxNxD, k_BxLxNxD, v_BxLxNxD, axis: str, packed_qkv: bool):
 def _inverse_rms_all_tokens(ssq_q_BxL, ssq_k_BxL, dim: int, eps: float, axis: str):
   """1/rms of q and k for every token of the sequence: [B, S] each, from local sums of squares."""
   inv_BxLx2 = lax.rsqrt(jnp.stack([ssq_q_BxL, ssq_k_BxL], axis=-1) / dim + eps)
-  with jax.named_scope("all_gather_rms"):
-    inv_BxSx2 = lax.all_gather(inv_BxLx2, axis, axis=1, tiled=True)
-  return inv_BxSx2[..., 0], inv_BxSx2[..., 1]
+  # An all-gather written as an all-to-all of copies: TPU compiles this all-gather synchronously,
+  # and a synchronous collective ends every async all-to-all in flight (the groups' sends).
+  with jax.named_scope("all_to_all_rms"):
+    b, l, _ = inv_BxLx2.shape
+    copies_BxLxCx2 = jnp.broadcast_to(inv_BxLx2[:, :, None], (b, l, lax.axis_size(axis), 2))
+    inv_BxSx1x2 = lax.all_to_all(copies_BxLxCx2, axis, split_axis=2, concat_axis=1, tiled=True)
+  return inv_BxSx1x2[:, :, 0, 0], inv_BxSx1x2[:, :, 0, 1]
+
+
+def _scheduling_group(slot: int | None):
+  """Tags the ops traced inside for XLA's latency-hiding scheduler to place together."""
+  if slot is None:
+    return contextlib.nullcontext()
+  return xla_metadata.set_xla_metadata(_scheduling_group_id=str(slot))
 
 
 def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: heads_lib.HeadPlan,
                     head_dim: int, eps: float, dtype, rotate: Rotate | None, axis: str,
-                    attend: ulysses.AttendFn, packed_qkv: bool = False) -> jax.Array:
-  """Per-device body: x [B, L, dim] sequence-sharded over `axis` -> attention output [B, L, dim]."""
-  heads, dim = plan.heads, plan.heads * head_dim
-  sent, ssq_q, ssq_k = [], 0.0, 0.0
-  for i, chunk in enumerate(plan.chunks):
-    with jax.named_scope(f"pipelined_chunk{i}"):
-      with jax.named_scope("project"):
-        q, k, v, sq, sk = _project_group(x_BxLxD, angles_LxP, w, chunk, heads=heads,
-                                         head_dim=head_dim, dtype=dtype, rotate=rotate)
-      ssq_q, ssq_k = ssq_q + sq, ssq_k + sk
-      sent.append(_send(q, k, v, axis, packed_qkv))
-  inv_q_BxS, inv_k_BxS = _inverse_rms_all_tokens(ssq_q, ssq_k, dim, eps, axis)
-  total_BxLxD = None
-  for i, (chunk, (q, k, v)) in enumerate(zip(plan.chunks, sent)):
-    with jax.named_scope(f"pipelined_chunk{i}"):
+                    attend: ulysses.AttendFn, packed_qkv: bool = False,
+                    schedule_groups: bool = False) -> jax.Array:
+  """Per-device body: x [B, L, dim] sequence-sharded over `axis` -> attention output [B, L, dim].
+
+  Slots pair each all-to-all with compute it does not depend on: slot g < n sends group g while
+  group g+1 is projected (the last one while group 0 attends); slot n+g returns group g's output
+  while group g+1 attends and group g-1's output is projected. `schedule_groups` hands the
+  slots to XLA as scheduling groups; without it they only set the program order.
+  """
+  n, heads, dim = len(plan.chunks), plan.heads, plan.heads * head_dim
+  slot = lambda i: _scheduling_group(i if schedule_groups and n > 1 else None)
+  chunk_scope = lambda i: jax.named_scope(f"pipelined_chunk{i}")
+
+  def project(i):
+    with chunk_scope(i), jax.named_scope("project"):
+      return _project_group(x_BxLxD, angles_LxP, w, plan.chunks[i], heads=heads,
+                            head_dim=head_dim, dtype=dtype, rotate=rotate)
+
+  def attention(i):
+    q, k, v = sent[i]
+    with chunk_scope(i), jax.named_scope("attention"):
       q = q * inv_q_BxS[:, :, None, None].astype(q.dtype)
       k = k * inv_k_BxS[:, :, None, None].astype(k.dtype)
-      with jax.named_scope("attention"):
-        out_BxSxnxD = attend(q, k, v, kv_valid_len)
-      with jax.named_scope("all_to_all_out"):
-        out_BxLxNxD = lax.all_to_all(out_BxSxnxD, axis, split_axis=1, concat_axis=2, tiled=True)
-      with jax.named_scope("project_out"):
-        rows = _real_columns(chunk, heads, head_dim)
-        real_BxLxnxD = out_BxLxNxD[:, :, :(rows.stop - rows.start) // head_dim]
-        b, l = real_BxLxnxD.shape[:2]
-        part_BxLxD = _dot(real_BxLxnxD.reshape(b, l, -1).astype(dtype),
-                          w["wo"][rows].astype(dtype), jnp.float32)
-        # Else XLA's simplifier merges the groups' products into one dot after the last
-        # all-to-all, and the last group's output all-to-all has nothing left to hide under.
-        part_BxLxD = lax.optimization_barrier(part_BxLxD)
-      total_BxLxD = part_BxLxD if total_BxLxD is None else total_BxLxD + part_BxLxD
+      return attend(q, k, v, kv_valid_len)
+
+  def project_out(i):
+    rows = _real_columns(plan.chunks[i], heads, head_dim)
+    with chunk_scope(i), jax.named_scope("project_out"):
+      real_BxLxnxD = back[i][:, :, :(rows.stop - rows.start) // head_dim]
+      b, l = real_BxLxnxD.shape[:2]
+      part_BxLxD = _dot(real_BxLxnxD.reshape(b, l, -1).astype(dtype),
+                        w["wo"][rows].astype(dtype), jnp.float32)
+      # Else XLA's simplifier merges the groups' products into one dot after the last
+      # all-to-all, and the last group's output all-to-all has nothing left to hide under.
+      parts.append(lax.optimization_barrier(part_BxLxD))
+
+  projected, sent, back, parts = [project(0)], [], [], []
+  for i in range(n):
+    with slot(i):
+      with chunk_scope(i):
+        sent.append(_send(*projected[i][:3], axis, packed_qkv))
+      if i + 1 < n:
+        projected.append(project(i + 1))
+  ssq_q = functools.reduce(lambda a, b: a + b, [p[3] for p in projected])
+  ssq_k = functools.reduce(lambda a, b: a + b, [p[4] for p in projected])
+  inv_q_BxS, inv_k_BxS = _inverse_rms_all_tokens(ssq_q, ssq_k, dim, eps, axis)
+  for i in range(n):
+    with slot(n - 1 + i):
+      out_BxSxnxD = attention(i)
+      if i >= 2:
+        project_out(i - 2)
+    with slot(n + i), chunk_scope(i), jax.named_scope("all_to_all_out"):
+      back.append(lax.all_to_all(out_BxSxnxD, axis, split_axis=1, concat_axis=2, tiled=True))
+  with slot(2 * n - 1):
+    if n >= 2:
+      project_out(n - 2)
+  project_out(n - 1)
+  total_BxLxD = functools.reduce(lambda a, b: a + b, parts)
   return (total_BxLxD + w["bo"].astype(jnp.float32)).astype(dtype)
 
 
 def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, weights: Weights,
                              *, num_heads: int, eps: float, dtype, rotate: Rotate | None,
                              mesh: Mesh, num_chunks: int, kernel: str, pad_heads: bool = False,
-                             packed_qkv: bool = False, kernel_options=None) -> jax.Array:
+                             packed_qkv: bool = False, schedule_groups: bool = False,
+                             kernel_options=None) -> jax.Array:
   """o(attention(rope(norm_q(q(x))), rope(norm_k(k(x))), v(x))) with Ulysses over 'context'."""
   b, seq, dim = x_BxSxD.shape
   context = mesh.shape[mesh_axes.CONTEXT]
@@ -156,7 +197,8 @@ def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, w
   local = functools.partial(
       pipelined_local, plan=plan, head_dim=dim // num_heads, eps=eps, dtype=jnp.dtype(dtype),
       rotate=rotate, axis=mesh_axes.CONTEXT,
-      attend=ulysses.kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv)
+      attend=ulysses.kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv,
+      schedule_groups=schedule_groups)
   x_spec = P(mesh_axes.BATCH_AXES, mesh_axes.CONTEXT, None)
   if angles_SxP is None:
     body = lambda x, w: local(x, None, w, valid)
