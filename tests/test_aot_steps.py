@@ -16,6 +16,7 @@ def _aot(tmp_path, topology, step, layers=1, hardware="tpu_async_a2a"):
   on_disk = json.loads((tmp_path / "aot" / "aot.json").read_text())
   assert on_disk["predicted_step_s"] == pytest.approx(report["predicted_step_s"])
   assert (tmp_path / "aot" / "config.gin").exists()
+  assert (tmp_path / "aot" / "aot_hlo.txt").exists()
   return report
 
 

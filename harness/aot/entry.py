@@ -42,7 +42,7 @@ def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None) 
   fn, args = step_and_args(cfgs, mesh, aot.step)
   out_dir = str(cfgs.run_dir)
   os.makedirs(out_dir, exist_ok=True)
-  report = run_aot(fn, args, topology=topology, flags=aot.libtpu_flags, out_dir=None,
+  report = run_aot(fn, args, topology=topology, flags=aot.libtpu_flags, out_dir=out_dir,
                    step_kind=aot.step, print_table=False)
   report["attention"] = {"variant": cfgs.attention.variant,
                          "num_chunks": cfgs.attention.num_chunks, "kernel": cfgs.attention.kernel}

@@ -1,9 +1,11 @@
 """Predicted gain of head-chunked Ulysses over single-shot for one WAN self-attention layer.
 
   python -m harness.aot.study --out experiments/results/aot_wan_attention.md
+  python -m harness.aot.study --full_model --out experiments/results/aot_wan_full_model.md
 
 compiles the layer's attention (forward, bf16, q/k/v [1, tokens, 40, 128] sharded over 'context')
-for each topology and chunk count with the async all-to-all flag set, and writes a markdown table.
+for each topology and chunk count with the async all-to-all flag set, and writes a markdown table;
+--full_model compiles the whole eval step of the model instead.
 """
 from __future__ import annotations
 
@@ -133,6 +135,56 @@ def study(resolutions, contexts, kernel: str, chunk_limit: int) -> str:
   return "\n".join(lines)
 
 
+FULL_MODEL_FILES = ("models/wan2_2_a14b.gin", "video/720p.gin", "attention/ulysses.gin",
+                    "hardware/tpu_async_a2a.gin")
+
+
+def run_full_model(topology: str, chunks: int, kernel: str, out_dir: str) -> dict:
+  """AOT report of the full 40-layer WAN 2.2 A14B eval (guided denoising) step at 720p."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from harness import config as config_lib  # pylint: disable=g-import-not-at-top
+  from harness import run as run_lib  # pylint: disable=g-import-not-at-top
+  from harness.aot.entry import run_aot_mode  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  config_lib.parse(FULL_MODEL_FILES, [
+      "run.mode = 'aot'", f"run.output_dir = '{out_dir}'", f"run.run_name = 'c{chunks}'",
+      "run.batch_size = 1", f"aot.topology = '{topology}'", "aot.step = 'eval'",
+      f"attention.kernel = '{kernel}'", f"attention.num_chunks = {chunks}"])
+  start = time.perf_counter()
+  try:
+    report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
+  except ValueError as e:
+    if "check_vma=False" not in str(e):
+      raise
+    with _shard_map_without_vma_check():
+      report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
+    SHIMMED.append((topology, chunks))
+  report["wall_s"] = time.perf_counter() - start
+  gin.clear_config()
+  return report
+
+
+def full_model_study(topologies, chunk_counts, kernel: str) -> str:
+  """Markdown with one table per topology for the full model's eval step."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  lines, out_dir = [], tempfile.mkdtemp(prefix="aot_full_model_")
+  for topology in topologies:
+    context = get_topology(topology).num_chips
+    lines += [f"### WAN 2.2 A14B eval step, 720p, 40 layers, CFG, {topology} (cp={context}), "
+              f"kernel={kernel}", "",
+              "| C | async a2a | comm ms | compute ms | Δ compute ms | exposed ms | hidden | "
+              "predicted ms | gain vs C=1 | overlap-only gain | HBM GiB | compile s |",
+              "|" + "---|" * 12]
+    base = None
+    for chunks in [c for c in chunk_counts if c <= max_chunks(40, context)]:
+      report = run_full_model(topology, chunks, kernel, out_dir)
+      base = base or report
+      lines.append(_row(str(chunks), report, base))
+      print(lines[-1], file=sys.stderr, flush=True)
+    lines.append("")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="experiments/results/aot_wan_attention.md")
@@ -140,9 +192,17 @@ def main(argv=None) -> None:
   parser.add_argument("--resolutions", default="720p,480p")
   parser.add_argument("--contexts", default="8,16,32")
   parser.add_argument("--max_chunks", type=int, default=5)
+  parser.add_argument("--full_model", action="store_true",
+                      help="the 40-layer eval step (gin: " + ", ".join(FULL_MODEL_FILES) + ")")
+  parser.add_argument("--topologies", default="v5p-8,v5p-16", help="with --full_model")
+  parser.add_argument("--chunks", default="1,2,5,8", help="with --full_model")
   args = parser.parse_args(argv)
-  body = study(args.resolutions.split(","), [int(c) for c in args.contexts.split(",")],
-               args.kernel, args.max_chunks)
+  if args.full_model:
+    body = full_model_study(args.topologies.split(","), [int(c) for c in args.chunks.split(",")],
+                            args.kernel)
+  else:
+    body = study(args.resolutions.split(","), [int(c) for c in args.contexts.split(",")],
+                 args.kernel, args.max_chunks)
   header = (f"# Predicted gain of head-chunked Ulysses (AOT, no TPU)\n\nGenerated "
             f"{datetime.date.today()} by `python -m harness.aot.study "
             f"{' '.join(argv or sys.argv[1:])}` with jax {jax.__version__}; flags "
