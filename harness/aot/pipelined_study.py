@@ -33,7 +33,7 @@ GRIDS = {"720p": (21, 45, 80), "480p": (21, 30, 52)}
 
 
 def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False,
-           schedule_groups: bool = False, dim=5120, heads=40):
+           dim=5120, heads=40):
   """(fn, abstract args) for one self-attention layer on a cp=8 mesh."""
   from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
   from harness.attention.pipelined import pipelined_self_attention  # pylint: disable=g-import-not-at-top
@@ -46,8 +46,7 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
   common = dict(mesh=mesh, num_chunks=chunks, kernel=kernel, pad_heads=heads % 8 != 0,
                 packed_qkv=packed_qkv)
   attend = functools.partial(context_parallel_attention, variant="ulysses", **common)
-  projected = (functools.partial(pipelined_self_attention, schedule_groups=schedule_groups,
-                                 **common) if pipelined else None)
+  projected = functools.partial(pipelined_self_attention, **common) if pipelined else None
   tokens = grid[0] * grid[1] * grid[2]
   seq = NamedSharding(mesh, P(("data", "fsdp"), "context", None))
   sds = lambda shape, dtype, spec: jax.ShapeDtypeStruct(shape, dtype, sharding=spec)
@@ -87,10 +86,9 @@ def a2a_hidden_fraction(report: dict, hlo: str, topology) -> tuple[float, float]
   return (hidden / comm if comm else 0.0), comm
 
 
-def run_case(grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False,
-             schedule_groups: bool = False) -> dict:
+def run_case(grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False) -> dict:
   topology = get_topology("v5p:2x2x2")
-  fn, args = _layer(topology, grid, chunks, kernel, pipelined, packed_qkv, schedule_groups)
+  fn, args = _layer(topology, grid, chunks, kernel, pipelined, packed_qkv)
   start = time.perf_counter()
   report, hlo = compile_and_analyze(fn, args, topology, ASYNC_A2A)
   report["wall_s"] = time.perf_counter() - start
@@ -114,20 +112,18 @@ def main(argv=None) -> None:
   parser.add_argument("--frames", type=int, default=None, help="latent frames (fewer = faster)")
   parser.add_argument("--kernel", default="splash")
   parser.add_argument("--packed_qkv", action="store_true")
-  parser.add_argument("--schedule_groups", action="store_true")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   grid = GRIDS[args.resolution]
   grid = (args.frames or grid[0], grid[1], grid[2])
   lines = [f"One self-attention layer, {grid[0] * grid[1] * grid[2]:,} tokens, v5p:2x2x2 cp=8, "
-           f"kernel={args.kernel}, packed_qkv={args.packed_qkv}, "
-           f"schedule_groups={args.schedule_groups}, flags {' '.join(ASYNC_A2A)}, forward, bf16.", "",
+           f"kernel={args.kernel}, packed_qkv={args.packed_qkv}, flags {' '.join(ASYNC_A2A)}, forward, bf16.", "",
            "| C | pipelined | async a2a | a2a ms | compute ms | exposed ms | a2a hidden | "
            "hidden (all) | predicted ms | compile s |", "|" + "---|" * 10]
   for chunks in args.chunks:
     for pipelined in (False, True):
       lines.append(_row(chunks, pipelined, run_case(grid, chunks, args.kernel, pipelined,
-                                                           args.packed_qkv, args.schedule_groups)))
+                                                           args.packed_qkv)))
       print(lines[-1], file=sys.stderr, flush=True)
   text = "\n".join(lines) + "\n"
   print(text)

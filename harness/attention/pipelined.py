@@ -17,14 +17,12 @@ the output projection are summed in another order.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import xla_metadata
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -104,26 +102,17 @@ def _inverse_rms_all_tokens(ssq_q_BxL, ssq_k_BxL, dim: int, eps: float, axis: st
   return inv_BxSx1x2[:, :, 0, 0], inv_BxSx1x2[:, :, 0, 1]
 
 
-def _scheduling_group(slot: int | None):
-  """Tags the ops traced inside for XLA's latency-hiding scheduler to place together."""
-  if slot is None:
-    return contextlib.nullcontext()
-  return xla_metadata.set_xla_metadata(_scheduling_group_id=str(slot))
-
-
 def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: heads_lib.HeadPlan,
                     head_dim: int, eps: float, dtype, rotate: Rotate | None, axis: str,
-                    attend: ulysses.AttendFn, packed_qkv: bool = False,
-                    schedule_groups: bool = False) -> jax.Array:
+                    attend: ulysses.AttendFn, packed_qkv: bool = False) -> jax.Array:
   """Per-device body: x [B, L, dim] sequence-sharded over `axis` -> attention output [B, L, dim].
 
-  Slots pair each all-to-all with compute it does not depend on: slot g < n sends group g while
-  group g+1 is projected (the last one while group 0 attends); slot n+g returns group g's output
-  while group g+1 attends and group g-1's output is projected. `schedule_groups` hands the
-  slots to XLA as scheduling groups; without it they only set the program order.
+  Program order pairs each all-to-all with compute it does not depend on: group g is sent while
+  group g+1 is projected (the last group while group 0 attends), and group g's output returns
+  while group g+1 attends and group g-1's output is projected. XLA's scheduler decides; XLA
+  scheduling-group annotations on these pairs changed nothing in the AOT study, so none are set.
   """
   n, heads, dim = len(plan.chunks), plan.heads, plan.heads * head_dim
-  slot = lambda i: _scheduling_group(i if schedule_groups and n > 1 else None)
   chunk_scope = lambda i: jax.named_scope(f"pipelined_chunk{i}")
 
   def project(i):
@@ -151,25 +140,21 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
 
   projected, sent, back, parts = [project(0)], [], [], []
   for i in range(n):
-    with slot(i):
-      with chunk_scope(i):
-        sent.append(_send(*projected[i][:3], axis, packed_qkv))
-      if i + 1 < n:
-        projected.append(project(i + 1))
+    with chunk_scope(i):
+      sent.append(_send(*projected[i][:3], axis, packed_qkv))
+    if i + 1 < n:
+      projected.append(project(i + 1))
   ssq_q = functools.reduce(lambda a, b: a + b, [p[3] for p in projected])
   ssq_k = functools.reduce(lambda a, b: a + b, [p[4] for p in projected])
   inv_q_BxS, inv_k_BxS = _inverse_rms_all_tokens(ssq_q, ssq_k, dim, eps, axis)
   for i in range(n):
-    with slot(n - 1 + i):
-      out_BxSxnxD = attention(i)
-      if i >= 2:
-        project_out(i - 2)
-    with slot(n + i), chunk_scope(i), jax.named_scope("all_to_all_out"):
+    out_BxSxnxD = attention(i)
+    if i >= 2:
+      project_out(i - 2)
+    with chunk_scope(i), jax.named_scope("all_to_all_out"):
       back.append(lax.all_to_all(out_BxSxnxD, axis, split_axis=1, concat_axis=2, tiled=True))
-  with slot(2 * n - 1):
-    if n >= 2:
-      project_out(n - 2)
-  project_out(n - 1)
+  for i in range(max(0, n - 2), n):
+    project_out(i)
   total_BxLxD = functools.reduce(lambda a, b: a + b, parts)
   return (total_BxLxD + w["bo"].astype(jnp.float32)).astype(dtype)
 
@@ -177,8 +162,7 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
 def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, weights: Weights,
                              *, num_heads: int, eps: float, dtype, rotate: Rotate | None,
                              mesh: Mesh, num_chunks: int, kernel: str, pad_heads: bool = False,
-                             packed_qkv: bool = False, schedule_groups: bool = False,
-                             kernel_options=None) -> jax.Array:
+                             packed_qkv: bool = False, kernel_options=None) -> jax.Array:
   """o(attention(rope(norm_q(q(x))), rope(norm_k(k(x))), v(x))) with Ulysses over 'context'."""
   b, seq, dim = x_BxSxD.shape
   context = mesh.shape[mesh_axes.CONTEXT]
@@ -197,8 +181,7 @@ def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, w
   local = functools.partial(
       pipelined_local, plan=plan, head_dim=dim // num_heads, eps=eps, dtype=jnp.dtype(dtype),
       rotate=rotate, axis=mesh_axes.CONTEXT,
-      attend=ulysses.kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv,
-      schedule_groups=schedule_groups)
+      attend=ulysses.kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv)
   x_spec = P(mesh_axes.BATCH_AXES, mesh_axes.CONTEXT, None)
   if angles_SxP is None:
     body = lambda x, w: local(x, None, w, valid)
