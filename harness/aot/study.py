@@ -10,14 +10,11 @@ for each topology and chunk count with the async all-to-all flag set, and writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
-import functools
 import os
 import sys
 import time
-import types
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -33,7 +30,6 @@ ASYNC_A2A = ("--xla_tpu_enable_async_all_to_all=true",
 # WAN 2.2 A14B (each expert) / Wan 2.1 14B: 40 heads x 128. Tokens at 81 frames: 720p and 480p.
 TOKENS = {"720p": 75_600, "480p": 32_760}
 TOPOLOGIES = {8: "v5p:2x2x2", 16: "v5p:2x2x4", 32: "v5p:2x4x4"}
-SHIMMED: list = []  # cases that needed the splash shard_map shim below
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,32 +57,12 @@ def _attention(topology, case: Case, kernel: str):
   return fn, (x, x, x)
 
 
-@contextlib.contextmanager
-def _shard_map_without_vma_check():
-  """Lets Pallas (splash) outputs through the attention layout's shard_map while it checks vma."""
-  from harness.attention import layout  # pylint: disable=g-import-not-at-top
-  shim = types.SimpleNamespace(**{n: getattr(jax, n) for n in dir(jax) if not n.startswith("__")})
-  shim.shard_map = functools.partial(jax.shard_map, check_vma=False)
-  original, layout.jax = layout.jax, shim
-  try:
-    yield
-  finally:
-    layout.jax = original
-
-
 def run_case(case: Case, kernel: str, flags=ASYNC_A2A) -> dict:
   """AOT report for one case, plus its wall-clock compile time."""
   topology = get_topology(TOPOLOGIES[case.context])
   fn, args = _attention(topology, case, kernel)
   start = time.perf_counter()
-  try:
-    report, _ = compile_and_analyze(fn, args, topology, flags)
-  except ValueError as e:
-    if "check_vma=False" not in str(e):
-      raise
-    with _shard_map_without_vma_check():
-      report, _ = compile_and_analyze(fn, args, topology, flags)
-    SHIMMED.append(case)
+  report, _ = compile_and_analyze(fn, args, topology, flags)
   report["wall_s"] = time.perf_counter() - start
   return report
 
@@ -151,14 +127,7 @@ def run_full_model(topology: str, chunks: int, kernel: str, out_dir: str) -> dic
       "run.batch_size = 1", f"aot.topology = '{topology}'", "aot.step = 'eval'",
       f"attention.kernel = '{kernel}'", f"attention.num_chunks = {chunks}"])
   start = time.perf_counter()
-  try:
-    report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
-  except ValueError as e:
-    if "check_vma=False" not in str(e):
-      raise
-    with _shard_map_without_vma_check():
-      report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
-    SHIMMED.append((topology, chunks))
+  report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
   report["wall_s"] = time.perf_counter() - start
   gin.clear_config()
   return report
@@ -207,9 +176,6 @@ def main(argv=None) -> None:
             f"{datetime.date.today()} by `python -m harness.aot.study "
             f"{' '.join(argv or sys.argv[1:])}` with jax {jax.__version__}; flags "
             f"{' '.join(ASYNC_A2A)}. Model and assumptions: docs/aot.md.\n\n")
-  if SHIMMED:
-    header += ("Splash ran inside the attention layout's shard_map with check_vma=False, set by this "
-               "command: harness/attention/layout.py does not pass it yet.\n\n")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
     f.write(header + body + "\n")
