@@ -1,11 +1,12 @@
-"""Hidden all-to-all time of one WAN self-attention layer, projections whole vs pipelined per group.
+"""Hidden all-to-all time with the projections whole vs pipelined per head group (AOT, v5p-8).
 
-  python -m harness.aot.pipelined_study --chunks 1 2 4 5 --out experiments/results/aot_pipelined.md
+  python -m harness.aot.pipelined_study [--step layer|eval|train] --chunks 1 2 4 5 [--out F.md]
 
-compiles the forward of one self-attention layer with its projections (q/k/v/o Linear, RMSNorm over
-the full width, 3D RoPE; bf16; x [1, tokens, 5120], 40 heads x 128 sharded over 'context') for
-v5p:2x2x2 (cp=8) with the async all-to-all flag set, with `attention.pipelined_projections` off and
-on, and writes a markdown table of the predicted hidden share of all-to-all time.
+`--step layer` compiles the forward of one WAN 2.2 A14B self-attention layer with its projections
+(q/k/v/o Linear, RMSNorm over the full width, 3D RoPE; bf16; x [1, tokens, 5120], 40 heads x 128
+sharded over 'context'); `eval` / `train` compile the 40-layer step as `run.mode='aot'` does. Each
+runs for v5p:2x2x2 (cp=8) with the async all-to-all flag set, with `attention.pipelined_projections`
+off and on, and writes a markdown table of the predicted hidden share of all-to-all time.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
            dim=5120, heads=40):
   """(fn, abstract args) for one self-attention layer on a cp=8 mesh."""
   from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
-  from harness.attention.pipelined import pipelined_self_attention  # pylint: disable=g-import-not-at-top
+  from harness.attention import pipelined  # pylint: disable=g-import-not-at-top
   from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
   from harness.model.block import Attention  # pylint: disable=g-import-not-at-top
   from harness.model.config import DiTConfig  # pylint: disable=g-import-not-at-top
@@ -46,7 +47,7 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
   common = dict(mesh=mesh, num_chunks=chunks, kernel=kernel, pad_heads=heads % 8 != 0,
                 packed_qkv=packed_qkv)
   attend = functools.partial(context_parallel_attention, variant="ulysses", **common)
-  projected = functools.partial(pipelined_self_attention, **common) if pipelined else None
+  projected = functools.partial(pipelined.pipelined_self_attention, **common) if pipelined else None
   tokens = grid[0] * grid[1] * grid[2]
   seq = NamedSharding(mesh, P(("data", "fsdp"), "context", None))
   sds = lambda shape, dtype, spec: jax.ShapeDtypeStruct(shape, dtype, sharding=spec)
@@ -67,16 +68,24 @@ class _PerKindSimulator(ScheduleSimulator):
   def __init__(self, *args):
     super().__init__(*args)
     self.seconds_by_kind = collections.Counter()
+    self._times = [1]
+
+  def simulate(self, comp_name: str, times: int):
+    self._times.append(times)
+    try:
+      return super().simulate(comp_name, times)
+    finally:
+      self._times.pop()
 
   def _comm(self, kind, instr, comp):
     bytes_in, seconds, group = super()._comm(kind, instr, comp)
-    self.seconds_by_kind[kind] += seconds  # one layer: no loops, every op runs once
+    self.seconds_by_kind[kind] += seconds * self._times[-1]
     return bytes_in, seconds, group
 
 
-def a2a_hidden_fraction(report: dict, hlo: str, topology) -> tuple[float, float]:
+def a2a_hidden_fraction(report: dict, hlo: str, topology, devices=None) -> tuple[float, float]:
   """(hidden share of all-to-all link time, all-to-all seconds); synchronous ones hide nothing."""
-  coords = [tuple(d.coords) for d in topology.devices]
+  coords = [tuple(d.coords) for d in (devices or topology.devices)]
   sim = _PerKindSimulator(parse_module(hlo), topology.hardware, coords, topology.dims,
                           topology.wraparound)
   sim.run()
@@ -86,9 +95,33 @@ def a2a_hidden_fraction(report: dict, hlo: str, topology) -> tuple[float, float]
   return (hidden / comm if comm else 0.0), comm
 
 
-def run_case(grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False) -> dict:
+def _model_step(topology, resolution: str, step: str, chunks: int, kernel: str, pipelined: bool,
+                packed_qkv: bool = False):
+  """(fn, abstract args) of the 40-layer WAN 2.2 A14B eval or train step, as `run.mode='aot'`."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from harness import config, run  # pylint: disable=g-import-not-at-top
+  from harness.aot import entry  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  config.parse(["models/wan2_2_a14b.gin", f"video/{resolution}.gin"],
+               ["mesh.context=8", f"attention.kernel={kernel!r}", "attention.pad_heads=True",
+                f"attention.num_chunks={chunks}", f"attention.packed_qkv={packed_qkv}",
+                f"attention.pipelined_projections={pipelined}"])
+  cfgs = run.load_configs()
+  mesh = run.build_mesh(cfgs.mesh, devices=topology.devices)
+  run.validate(cfgs, mesh)
+  return entry.step_and_args(cfgs, mesh, step)
+
+
+def run_case(step: str, resolution: str, frames: int | None, chunks: int, kernel: str,
+             pipelined: bool, packed_qkv: bool = False) -> dict:
+  """Compiles one case; the report gains `a2a_hidden_fraction`, `a2a_s` and `wall_s`."""
   topology = get_topology("v5p:2x2x2")
-  fn, args = _layer(topology, grid, chunks, kernel, pipelined, packed_qkv)
+  if step == "layer":
+    grid = GRIDS[resolution]
+    grid = (frames or grid[0], grid[1], grid[2])
+    fn, args = _layer(topology, grid, chunks, kernel, pipelined, packed_qkv)
+  else:
+    fn, args = _model_step(topology, resolution, step, chunks, kernel, pipelined, packed_qkv)
   start = time.perf_counter()
   report, hlo = compile_and_analyze(fn, args, topology, ASYNC_A2A)
   report["wall_s"] = time.perf_counter() - start
@@ -105,25 +138,35 @@ def _row(chunks: int, pipelined: bool, r: dict) -> str:
           f"{ms(r['predicted_step_s'])} | {r['wall_s']:.0f} |")
 
 
+def _title(args) -> str:
+  what = {"layer": "one self-attention layer (forward)",
+          "eval": "WAN 2.2 A14B eval step (40 layers)",
+          "train": "WAN 2.2 A14B train step (40 layers)"}[args.step]
+  grid = GRIDS[args.resolution]
+  frames = args.frames if args.step == "layer" and args.frames else grid[0]
+  return (f"{what}, {frames * grid[1] * grid[2]:,} tokens, bf16, v5p:2x2x2 cp=8, "
+          f"kernel={args.kernel}, packed_qkv={args.packed_qkv}, flags {' '.join(ASYNC_A2A)}.")
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--step", default="layer", choices=["layer", "eval", "train"])
   parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 5])
   parser.add_argument("--resolution", default="720p", choices=sorted(GRIDS))
-  parser.add_argument("--frames", type=int, default=None, help="latent frames (fewer = faster)")
+  parser.add_argument("--frames", type=int, default=None,
+                      help="latent frames of the layer study (fewer = faster)")
   parser.add_argument("--kernel", default="splash")
   parser.add_argument("--packed_qkv", action="store_true")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
-  grid = GRIDS[args.resolution]
-  grid = (args.frames or grid[0], grid[1], grid[2])
-  lines = [f"One self-attention layer, {grid[0] * grid[1] * grid[2]:,} tokens, v5p:2x2x2 cp=8, "
-           f"kernel={args.kernel}, packed_qkv={args.packed_qkv}, flags {' '.join(ASYNC_A2A)}, forward, bf16.", "",
+  lines = [_title(args), "",
            "| C | pipelined | async a2a | a2a ms | compute ms | exposed ms | a2a hidden | "
            "hidden (all) | predicted ms | compile s |", "|" + "---|" * 10]
   for chunks in args.chunks:
     for pipelined in (False, True):
-      lines.append(_row(chunks, pipelined, run_case(grid, chunks, args.kernel, pipelined,
-                                                           args.packed_qkv)))
+      report = run_case(args.step, args.resolution, args.frames, chunks, args.kernel, pipelined,
+                        args.packed_qkv)
+      lines.append(_row(chunks, pipelined, report))
       print(lines[-1], file=sys.stderr, flush=True)
   text = "\n".join(lines) + "\n"
   print(text)

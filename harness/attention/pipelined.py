@@ -61,7 +61,7 @@ def _to_heads(y_BxLxF: jax.Array, size: int, head_dim: int) -> jax.Array:
 
 def _project_group(x_BxLxD, angles_LxP, w: Weights, chunk, *, heads: int, head_dim: int, dtype,
                    rotate: Rotate | None):
-  """One group's q, k (norm weight and RoPE applied, 1/rms not yet), v and q's, k's sums of squares."""
+  """A group's q, k (norm weight and RoPE on, 1/rms not yet), v, and q's and k's sums of squares."""
   cols = _real_columns(chunk, heads, head_dim)
   size = chunk.stop - chunk.start
   x = x_BxLxD.astype(dtype)
