@@ -164,6 +164,11 @@ ENTRY %main (m: s8[1,8,16], q: bf16[4,1024,128], k: bf16[4,2048,128]) -> bf16[4,
 
 ASYNC_WRAPPER = """HloModule w, is_scheduled=true, num_partitions=2
 
+%neg (np: f32[500]) -> f32[500] {
+  %np = f32[500]{0} parameter(0)
+  ROOT %n = f32[500]{0} negate(%np)
+}
+
 %rs (p: f32[2000]) -> f32[1000] {
   %p = f32[2000]{0} parameter(0)
   ROOT %r = f32[1000]{0} reduce-scatter(%p), replica_groups={{0,1}}, dimensions={0}, to_apply=%sum
@@ -175,7 +180,7 @@ ENTRY %main (a: f32[2000], b: f32[500]) -> f32[1000] {
   %s = ((f32[2000]{0}), f32[1000]{0}) async-start(%a), calls=%rs
   %u = ((f32[2000]{0}), f32[1000]{0}) async-update(%s)
   %ag = (f32[500]{0}, f32[1000]{0}) all-gather-start(%b), replica_groups={{0,1}}, dimensions={0}
-  %w = f32[500]{0} fusion(%b), kind=kLoop, calls=%rs, backend_config={"estimated_cycles":"1000"}
+  %w = f32[500]{0} fusion(%b), kind=kLoop, calls=%neg, backend_config={"estimated_cycles":"1000"}
   %d = f32[1000]{0} async-done(%u)
   %agd = f32[1000]{0} all-gather-done(%ag)
   ROOT %out = f32[1000]{0} add(%d, %agd), backend_config={"estimated_cycles":"0"}
@@ -206,3 +211,58 @@ def test_libtpu_init_args_round_trip():
   assert flags.compiler_options(text) == {"xla_tpu_enable_async_all_to_all": "true",
                                           "xla_tpu_scoped_vmem_limit_kib": "65472"}
   assert flags.libtpu_init_args(()) == ""
+
+
+COLLECTIVE_FUSION = """HloModule cf, is_scheduled=true, num_partitions=8
+
+%ag (p: bf16[1000]) -> (bf16[1000], bf16[2000], u32[]) {
+  %p = bf16[1000]{0} parameter(0)
+  %g = bf16[2000]{0} all-gather(%p), replica_groups=mesh['axis_0'=2,'axis_1'=1,'axis_2'=4], device_ids=([2,2,2]T(1,0,2)) {'axis_0'}, dimensions={0}
+  ROOT %cc = (bf16[1000]{0}, bf16[2000]{0}, u32[]) custom-call(%g), custom_call_target="AsyncCollectiveFusionStart"
+}
+
+%neg (np: bf16[1000]) -> bf16[1000] {
+  %np = bf16[1000]{0} parameter(0)
+  ROOT %n = bf16[1000]{0} negate(%np)
+}
+
+%fin (f0: bf16[1000], f1: bf16[2000]) -> bf16[2000] {
+  %f0 = bf16[1000]{0} parameter(0)
+  ROOT %f1 = bf16[2000]{0} parameter(1)
+}
+
+ENTRY %main (a: bf16[1000]) -> bf16[2000] {
+  %a = bf16[1000]{0} parameter(0)
+  %acs = (bf16[1000]{0}, bf16[2000]{0}, u32[]) fusion(%a), kind=kCustom, calls=%ag
+  %work = bf16[1000]{0} fusion(%a), kind=kLoop, calls=%neg, backend_config={"estimated_cycles":"500"}
+  %g0 = bf16[1000]{0} get-tuple-element(%acs), index=0
+  %g1 = bf16[2000]{0} get-tuple-element(%acs), index=1
+  ROOT %acd = bf16[2000]{0} fusion(%g0, %g1), kind=kLoop, calls=%fin, backend_config={"estimated_cycles":"1000"}
+}
+"""
+
+
+def test_async_collective_fusion_with_mesh_groups():
+  # The all-gather runs over 'axis_0' pairs (devices 0 and 2: chips (0,0,0) and (0,1,0)): 1 link,
+  # (2-1) * 2000 B / 1 GB/s = 2 us; 0.5 us of work under it, then the done fusion waits 1.5 us and
+  # does its own 1 us.
+  chips = [(x, y, z) for z in range(2) for y in range(2) for x in range(2)]
+  r = analyze_hlo(COLLECTIVE_FUSION, HW, chips, (2, 2, 2))
+  assert r["collectives"] == {"all-gather": {"count": 1, "async_count": 1, "executed": 1}}
+  (rec,) = r["async_collectives"]
+  assert (rec["group_size"], rec["bytes"]) == (2, 2000)
+  assert rec["comm_s"] == pytest.approx(2e-6)
+  assert rec["compute_between_s"] == pytest.approx(0.5e-6)
+  assert rec["exposed_s"] == pytest.approx(1.5e-6)
+  assert r["predicted_step_s"] == pytest.approx(3e-6)
+  assert r["compute_s"] == pytest.approx(1.5e-6)
+
+
+def test_mesh_replica_groups():
+  text = ("%x = f32[8]{0} all-gather(%y), replica_groups=mesh['axis_0'=2,'axis_1'=1,'axis_2'=4], "
+          "device_ids=([2,2,2]T(1,0,2)) {'axis_0'}, dimensions={0}")
+  assert parse_instruction(text).replica_groups(8) == [[0, 2], [1, 3], [4, 6], [5, 7]]
+  text = "%x = f32[8]{0} all-reduce(%y), replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_1'}"
+  assert parse_instruction(text).replica_groups(8) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+  text = "%x = f32[8]{0} all-reduce(%y), replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_0','axis_1'}"
+  assert parse_instruction(text).replica_groups(8) == [list(range(8))]

@@ -25,6 +25,9 @@ _OP_NAME_RE = re.compile(r'op_name="([^"]*)"')
 _TARGET_RE = re.compile(r'custom_call_target="([^"]*)"')
 _GROUPS_LIST_RE = re.compile(r"replica_groups=\{((?:\{[0-9,\s]*\},?\s*)*)\}")
 _GROUPS_IOTA_RE = re.compile(r"replica_groups=\[([0-9,]+)\]<=\[([0-9,]+)\](?:T\(([0-9,]+)\))?")
+_GROUPS_MESH_RE = re.compile(
+    r"replica_groups=mesh\[([^\]]*)\](?:, device_ids=\(\[([0-9,]+)\](?:T\(([0-9,]+)\))?\))?"
+    r"\s*\{([^}]*)\}")
 _PAIRS_RE = re.compile(r"source_target_pairs=\{((?:\{[0-9,\s]*\},?\s*)*)\}")
 
 
@@ -77,7 +80,11 @@ class Instruction:
     return shape_bytes(self.shape)
 
   def replica_groups(self, num_devices: int) -> list[list[int]]:
-    """Replica groups (explicit or iota form); one group of all devices when absent or empty."""
+    """Replica groups (explicit, iota or mesh-axes form); one group of all devices otherwise."""
+    m = _GROUPS_MESH_RE.search(self.attrs)
+    groups = _mesh_groups(*m.groups()) if m else None
+    if groups:
+      return groups
     m = _GROUPS_IOTA_RE.search(self.attrs)
     if m:
       group_shape = [int(x) for x in m.group(1).split(",")]
@@ -94,6 +101,28 @@ class Instruction:
       if groups:
         return groups
     return [list(range(num_devices))]
+
+
+def _mesh_groups(axes_text: str, ids_dims: str | None, ids_perm: str | None,
+                 over_text: str) -> list[list[int]] | None:
+  """Groups of `mesh['a'=2,'b'=4], device_ids=([..]T(..)) {'a'}`: devices varying along the listed axes."""
+  axes = re.findall(r"'([^']+)'=(\d+)", axes_text)
+  over = re.findall(r"'([^']+)'", over_text)
+  names, sizes = [a for a, _ in axes], [int(n) for _, n in axes]
+  if not axes or not over or any(a not in names for a in over):
+    return None  # sub-axis forms such as 'a':(1)2 are not modelled: one group of all devices
+  if ids_dims:
+    dims = [int(d) for d in ids_dims.split(",")]
+    ids = np.arange(math.prod(dims)).reshape(dims)
+    if ids_perm:
+      ids = ids.transpose([int(p) for p in ids_perm.split(",")])
+  else:
+    ids = np.arange(math.prod(sizes))
+  ids = ids.reshape(sizes)
+  inside = [names.index(a) for a in over]
+  outside = [i for i in range(len(names)) if i not in inside]
+  size = math.prod(sizes[i] for i in inside)
+  return ids.transpose(outside + inside).reshape(-1, size).tolist()
 
 
 @dataclasses.dataclass

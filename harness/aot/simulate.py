@@ -86,22 +86,30 @@ class ScheduleSimulator:
   def run(self) -> Totals:
     return self.simulate(self.module.entry, 1)
 
-  def _comm(self, kind: str, instr: Instruction, comp: Computation) -> tuple[float, float, int]:
+  def _comm(self, kind: str, instr: Instruction, comp: Computation,
+            collective: Instruction | None = None) -> tuple[float, float, int]:
+    """(input bytes, seconds, group size); groups come from the collective itself when wrapped."""
     bytes_in = costs.operand_bytes(instr, comp)
-    groups = instr.replica_groups(len(self.coords))
+    groups = (collective or instr).replica_groups(len(self.coords))
     group = groups[0]
     coords = [self.coords[i] for i in group if i < len(self.coords)]
     seconds = costs.collective_seconds(kind, bytes_in, coords, self.dims, self.wraparound, self.hw)
     return bytes_in, seconds, len(group)
 
-  def _async_kind(self, instr: Instruction) -> str | None:
-    kind = costs.collective_kind(instr.opcode)
-    if kind or instr.opcode != "async-start":
-      return kind
+  def _async_kind(self, instr: Instruction) -> tuple[str, Instruction] | None:
+    """(kind, the collective instruction) an instruction starts asynchronously, else None.
+
+    `*-start` ops, `async-start` wrappers and fusions that contain a collective (what async collective
+    fusion emits: the fusion starts it, its first consumer is the matching done) all count.
+    """
+    if instr.opcode.endswith("-start") and costs.collective_kind(instr.opcode):
+      return costs.collective_kind(instr.opcode), instr
+    if instr.opcode not in ("async-start", "fusion"):
+      return None
     called = self.module.computations.get(instr.attr_computation("calls") or "")
     for inner in (called.instructions if called else ()):
-      if costs.collective_kind(inner.opcode):
-        return costs.collective_kind(inner.opcode)
+      if costs.collective_kind(inner.opcode) and not inner.opcode.endswith("-start"):
+        return costs.collective_kind(inner.opcode), inner
     return None
 
   def trip_count(self, instr: Instruction) -> int:
@@ -130,7 +138,7 @@ class ScheduleSimulator:
     if instr.opcode == "conditional":
       branches = [self.simulate(c, times) for c in instr.called if c in comps]
       return max(branches, key=lambda t: t.duration_s) if branches else Totals()
-    if instr.opcode == "async-start" and not self._async_kind(instr):
+    if instr.opcode == "async-start" and self._async_kind(instr) is None:
       called = instr.attr_computation("calls")
       return self.simulate(called, times) if called in comps else Totals()
     return None
@@ -138,55 +146,82 @@ class ScheduleSimulator:
   def simulate(self, comp_name: str, times: int) -> Totals:
     """One pass over a computation's schedule; `times` is how often the caller runs it."""
     comp = self.module.computations[comp_name]
-    now, link_free, compute, comm = 0.0, 0.0, 0.0, 0.0
-    pending: dict[str, AsyncCollective] = {}
-    alias: dict[str, str] = {}
+    state = _State()
     for instr in comp.instructions:
       nested = self._nested(instr, times)
-      kind = costs.collective_kind(instr.opcode)
-      is_start = instr.opcode.endswith("-start") and self._async_kind(instr) is not None
       if nested is not None:
-        for rec in pending.values():
-          rec.add_op(instr, nested.duration_s)
-        now += nested.duration_s
-        compute += nested.compute_s
-        comm += nested.comm_s
-      elif is_start:
-        kind = self._async_kind(instr)
-        bytes_in, seconds, group = self._comm(kind, instr, comp)
-        begin = max(now, link_free)
-        link_free = begin + seconds
-        comm += seconds
-        self.counts[kind]["count"] += 1
-        self.counts[kind]["async_count"] += 1
-        self.counts[kind]["executed"] += times
-        rec = AsyncCollective(instr.name, kind, comp_name, bytes_in, group, seconds, times,
-                              issue_s=now, link_end_s=link_free)
-        pending[instr.name] = rec
-      elif instr.opcode == "async-update" and instr.operands:
-        alias[instr.name] = alias.get(instr.operands[0], instr.operands[0])
-      elif instr.opcode.endswith("-done") and instr.operands and (
-          alias.get(instr.operands[0], instr.operands[0]) in pending):
-        rec = pending.pop(alias.get(instr.operands[0], instr.operands[0]))
-        rec.exposed_s = max(0.0, rec.link_end_s - now)
-        rec.hidden_s = max(0.0, rec.comm_s - rec.exposed_s)
-        now = max(now, rec.link_end_s)
-        self.async_records.append(rec)
-      elif kind is not None:
+        state.run(instr, nested.duration_s, nested.compute_s, nested.comm_s)
+        continue
+      started = self._async_kind(instr)
+      if started is not None:
+        self._start(*started, instr, comp, times, state)
+        continue
+      started = state.started_by(instr)
+      if started and instr.opcode in ("get-tuple-element", "async-update", "bitcast"):
+        state.alias[instr.name] = started
+        continue
+      if started:
+        self.async_records.append(state.finish(started))
+        if instr.opcode.endswith("-done"):
+          continue
+      kind = costs.collective_kind(instr.opcode)
+      if kind is not None:
         _, seconds, _ = self._comm(kind, instr, comp)
-        begin = max(now, link_free)
-        now = link_free = begin + seconds
-        comm += seconds
+        state.now = state.link_free = max(state.now, state.link_free) + seconds
+        state.comm += seconds
         self.counts[kind]["count"] += 1
         self.counts[kind]["executed"] += times
-      else:
-        seconds, source = costs.compute_seconds(instr, comp, self.hw)
-        self.sources[source] += 1
-        for rec in pending.values():
-          rec.add_op(instr, seconds)
-        now += seconds
-        compute += seconds
-    for rec in pending.values():  # a start whose done lies outside this computation
-      now = max(now, rec.link_end_s)
-      self.async_records.append(rec)
-    return Totals(now, compute, comm)
+        continue
+      seconds, source = costs.compute_seconds(instr, comp, self.hw)
+      self.sources[source] += 1
+      state.run(instr, seconds, seconds, 0.0)
+    for name in list(state.pending):  # a start whose done lies outside this computation
+      self.async_records.append(state.finish(name))
+    return Totals(state.now, state.compute, state.comm)
+
+  def _start(self, kind: str, collective: Instruction, instr: Instruction, comp: Computation,
+             times: int, state: "_State") -> None:
+    bytes_in, seconds, group = self._comm(kind, instr, comp, collective)
+    begin = max(state.now, state.link_free)
+    state.link_free = begin + seconds
+    state.comm += seconds
+    self.counts[kind]["count"] += 1
+    self.counts[kind]["async_count"] += 1
+    self.counts[kind]["executed"] += times
+    state.pending[instr.name] = AsyncCollective(
+        instr.name, kind, comp.name, bytes_in, group, seconds, times, issue_s=state.now,
+        link_end_s=state.link_free)
+
+
+@dataclasses.dataclass
+class _State:
+  """Clocks of one pass: compute stream time, when the link frees up, and open async collectives."""
+  now: float = 0.0
+  link_free: float = 0.0
+  compute: float = 0.0
+  comm: float = 0.0
+  pending: dict = dataclasses.field(default_factory=dict)
+  alias: dict = dataclasses.field(default_factory=dict)
+
+  def started_by(self, instr: Instruction) -> str | None:
+    """The open async collective this instruction consumes (directly or through aliases), if any."""
+    for operand in instr.operands:
+      name = self.alias.get(operand, operand)
+      if name in self.pending:
+        return name
+    return None
+
+  def run(self, instr: Instruction, duration: float, compute: float, comm: float) -> None:
+    for rec in self.pending.values():
+      rec.add_op(instr, duration)
+    self.now += duration
+    self.compute += compute
+    self.comm += comm
+
+  def finish(self, name: str) -> AsyncCollective:
+    """Waits for an open collective's transfer; records what it exposed."""
+    rec = self.pending.pop(name)
+    rec.exposed_s = max(0.0, rec.link_end_s - self.now)
+    rec.hidden_s = max(0.0, rec.comm_s - rec.exposed_s)
+    self.now = max(self.now, rec.link_end_s)
+    return rec
