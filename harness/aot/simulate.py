@@ -2,7 +2,8 @@
 
 Instructions run in schedule order on the compute stream. A synchronous collective waits for the link
 and blocks compute for its whole time. An async `*-start` queues its transfer on the link (one at a time)
-and compute goes on; its `*-done` waits for the transfer if it has not finished — that wait is exposed
+and compute goes on; its done (`*-done`, or a collective fusion's first consumer) waits for the
+transfer if it has not finished — that wait is exposed
 communication. While loops (a scan over layers) run their body trip-count times; calls and conditionals
 (the longest branch) are walked inline. Every second the compute stream is not computing is exposed
 communication, so predicted = compute + exposed, and hidden = comm - exposed.
@@ -78,7 +79,7 @@ class ScheduleSimulator:
     # Slices of 2D generations still print 3 coordinates (z = 0): keep one per slice dimension.
     self.coords = [tuple(c)[:len(dims)] for c in device_coords]
     self.dims, self.wraparound = tuple(dims), tuple(wraparound)
-    self.counts = collections.defaultdict(lambda: collections.Counter())
+    self.counts = collections.defaultdict(collections.Counter)
     self.sources = collections.Counter()
     self.async_records: list[AsyncCollective] = []
     self.unknown_trip_counts = 0
