@@ -1,11 +1,11 @@
 """Event simulation over a scheduled HLO module: one compute stream, one ICI stream.
 
 Instructions run in schedule order on the compute stream. A synchronous collective waits for the link
-and blocks compute for its whole time. An async `*-start` queues its transfer on the link (one at a time)
+and blocks compute for its whole time. An async start queues its transfer on the link (one at a time)
 and compute goes on; its done (`*-done`, or a collective fusion's first consumer) waits for the
-transfer if it has not finished — that wait is exposed
-communication. While loops (a scan over layers) run their body trip-count times; calls and conditionals
-(the longest branch) are walked inline. Every second the compute stream is not computing is exposed
+transfer if it has not finished — that wait is exposed communication. While loops (a scan over
+layers) run their body trip-count times; calls and conditionals (the longest branch) are walked
+inline. Every second the compute stream is not computing is exposed
 communication, so predicted = compute + exposed, and hidden = comm - exposed.
 """
 from __future__ import annotations
