@@ -37,7 +37,7 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
            dim=5120, heads=40):
   """(fn, abstract args) for one self-attention layer on a cp=8 mesh."""
   from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
-  from harness.attention import pipelined  # pylint: disable=g-import-not-at-top
+  from harness.attention import pipelined as pipelined_lib  # pylint: disable=g-import-not-at-top
   from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
   from harness.model.block import Attention  # pylint: disable=g-import-not-at-top
   from harness.model.config import DiTConfig  # pylint: disable=g-import-not-at-top
@@ -47,7 +47,7 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
   common = dict(mesh=mesh, num_chunks=chunks, kernel=kernel, pad_heads=heads % 8 != 0,
                 packed_qkv=packed_qkv)
   attend = functools.partial(context_parallel_attention, variant="ulysses", **common)
-  projected = functools.partial(pipelined.pipelined_self_attention, **common) if pipelined else None
+  projected = functools.partial(pipelined_lib.pipelined_self_attention, **common) if pipelined else None
   tokens = grid[0] * grid[1] * grid[2]
   seq = NamedSharding(mesh, P(("data", "fsdp"), "context", None))
   sds = lambda shape, dtype, spec: jax.ShapeDtypeStruct(shape, dtype, sharding=spec)
@@ -77,8 +77,8 @@ class _PerKindSimulator(ScheduleSimulator):
     finally:
       self._times.pop()
 
-  def _comm(self, kind, instr, comp):
-    bytes_in, seconds, group = super()._comm(kind, instr, comp)
+  def _comm(self, kind, *args):
+    bytes_in, seconds, group = super()._comm(kind, *args)
     self.seconds_by_kind[kind] += seconds * self._times[-1]
     return bytes_in, seconds, group
 

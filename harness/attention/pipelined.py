@@ -136,7 +136,7 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
                         w["wo"][rows].astype(dtype), jnp.float32)
       # Else XLA's simplifier merges the groups' products into one dot after the last
       # all-to-all, and the last group's output all-to-all has nothing left to hide under.
-      parts.append(lax.optimization_barrier(part_BxLxD))
+      parts.append(part_BxLxD if not parts else lax.optimization_barrier(parts.pop()) + part_BxLxD)
 
   projected, sent, back, parts = [project(0)], [], [], []
   for i in range(n):
@@ -155,7 +155,7 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
       back.append(lax.all_to_all(out_BxSxnxD, axis, split_axis=1, concat_axis=2, tiled=True))
   for i in range(max(0, n - 2), n):
     project_out(i)
-  total_BxLxD = functools.reduce(lambda a, b: a + b, parts)
+  total_BxLxD = parts[0]
   return (total_BxLxD + w["bo"].astype(jnp.float32)).astype(dtype)
 
 
