@@ -4,6 +4,7 @@ import shlex
 
 import pytest
 
+from launch import bench
 from launch import names, sweep
 
 WORKLOAD_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -158,6 +159,11 @@ def test_axis_tokens():
 @pytest.mark.parametrize("path", sorted(str(p) for p in sweep.REPO_ROOT.glob("experiments/*.gin")))
 def test_every_shipped_experiment_passes_the_harness_check(path):
   pytest.importorskip("harness.config")
+  benchmarks = bench.load_bench(path)
+  if benchmarks is not None:  # a benchmark file names scripts, not harness runs
+    for _, argv in benchmarks.scripts:
+      assert (sweep.REPO_ROOT / argv[0]).is_file(), argv
+    return
   spec = sweep.load_experiment(path)
   assert sweep.check_bindings(sweep.expand(spec, modes=("train", "aot"))) is True
 
