@@ -10,10 +10,16 @@ attention or group g-1's partial product).
 Wan's RMSNorm on q and k spans all heads, which couples the groups. It stays exact: each group is
 projected, multiplied by its channels of the norm weight and rotated (RoPE is linear, so it commutes
 with a per-token scalar) before its all-to-all, while each token's sum of squares accumulates over
-groups on the device that holds all its heads. Once every group is projected, one small all-gather
-gives every device 1/rms of all tokens, applied to q and k after their all-to-all. Values and
+groups on the device that holds all its heads. Once every group is projected, one small exchange
+gives every device 1/rms of all tokens (an all-gather written as an all-to-all: TPU keeps the
+all-gather synchronous, and a synchronous collective ends the groups' async all-to-alls), applied
+to q and k after their all-to-all. Values and
 gradients match the unpipelined path within float32 round-off, not bitwise: the sums of squares and
 the output projection are summed in another order.
+
+Experimental and off by default (`attention.pipelined_projections`): `python -m
+harness.aot.pipelined_study` measures the hidden all-to-all time it buys and the compute it costs
+(smaller matmuls, per-group copies of the weight columns).
 """
 from __future__ import annotations
 
