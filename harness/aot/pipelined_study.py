@@ -125,11 +125,14 @@ def run_case(step: str, resolution: str, frames: int | None, chunks: int, kernel
   start = time.perf_counter()
   report, hlo = compile_and_analyze(fn, args, topology, ASYNC_A2A)
   report["wall_s"] = time.perf_counter() - start
-  report["a2a_hidden_fraction"], report["a2a_s"] = a2a_hidden_fraction(report, hlo, topology)
+  if hlo:  # else the report says why (e.g. it does not fit in HBM)
+    report["a2a_hidden_fraction"], report["a2a_s"] = a2a_hidden_fraction(report, hlo, topology)
   return report
 
 
 def _row(chunks: int, pipelined: bool, r: dict) -> str:
+  if r.get("error"):
+    return f"| {chunks} | {'on' if pipelined else 'off'} | {r['error'][:100]} |" + " |" * 7
   a2a = r["collectives"].get("all-to-all", {"count": 0, "async_count": 0})
   ms = lambda s: f"{s * 1e3:.2f}"
   return (f"| {chunks} | {'on' if pipelined else 'off'} | {a2a['async_count']}/{a2a['count']} | "
