@@ -47,7 +47,8 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
   common = dict(mesh=mesh, num_chunks=chunks, kernel=kernel, pad_heads=heads % 8 != 0,
                 packed_qkv=packed_qkv)
   attend = functools.partial(context_parallel_attention, variant="ulysses", **common)
-  projected = functools.partial(pipelined_lib.pipelined_self_attention, **common) if pipelined else None
+  projected = (functools.partial(pipelined_lib.pipelined_self_attention, **common)
+               if pipelined else None)
   tokens = grid[0] * grid[1] * grid[2]
   seq = NamedSharding(mesh, P(("data", "fsdp"), "context", None))
   sds = lambda shape, dtype, spec: jax.ShapeDtypeStruct(shape, dtype, sharding=spec)
