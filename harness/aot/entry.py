@@ -45,7 +45,8 @@ def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None) 
   report = run_aot(fn, args, topology=topology, flags=aot.libtpu_flags, out_dir=out_dir,
                    step_kind=aot.step, print_table=False)
   report["attention"] = {"variant": cfgs.attention.variant,
-                         "num_chunks": cfgs.attention.num_chunks, "kernel": cfgs.attention.kernel}
+                         "num_chunks": cfgs.attention.num_chunks, "kernel": cfgs.attention.kernel,
+                         "pipelined_projections": cfgs.attention.pipelined_projections}
   report["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
   from harness.aot import report as report_lib  # pylint: disable=g-import-not-at-top
   report_lib.write_report(report, out_dir)

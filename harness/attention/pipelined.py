@@ -76,11 +76,8 @@ def _project_group(x_BxLxD, angles_LxP, w: Weights, chunk, *, heads: int, head_d
   for n in ("q", "k"):
     y_BxLxF = linear(n)
     ssq.append(jnp.sum(jnp.square(y_BxLxF.astype(jnp.float32)), axis=-1))
-    # The norm's output dtype promotes with its scale's, as nnx.RMSNorm's does (float32 scales
-    # make q and k float32 in a bfloat16 model).
-    scale_F = w["norm_" + n][cols]
-    norm_dtype = jnp.result_type(y_BxLxF.dtype, scale_F.dtype)
-    y_BxLxF = y_BxLxF.astype(norm_dtype) * scale_F.astype(norm_dtype)
+    # q and k leave the norm in the model's compute dtype, as the model's RMSNorm does.
+    y_BxLxF = y_BxLxF * w["norm_" + n][cols].astype(dtype)
     y_BxLxNxD = _to_heads(y_BxLxF, size, head_dim)
     normed.append(y_BxLxNxD if angles_LxP is None else rotate(y_BxLxNxD, angles_LxP))
   v_BxLxNxD = _to_heads(linear("v"), size, head_dim)

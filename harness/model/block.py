@@ -33,8 +33,11 @@ class Attention(nnx.Module):
   def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     self.q, self.k, self.v, self.o = (_linear(cfg, cfg.dim, cfg.dim, rngs) for _ in range(4))
-    self.norm_q = nnx.RMSNorm(cfg.dim, epsilon=cfg.eps, rngs=rngs)
-    self.norm_k = nnx.RMSNorm(cfg.dim, epsilon=cfg.eps, rngs=rngs)
+    # Outputs in the compute dtype: float32 scales would otherwise promote q and k to float32
+    # in a bfloat16 model and double their all-to-all traffic.
+    norm = lambda: nnx.RMSNorm(cfg.dim, epsilon=cfg.eps, dtype=jnp.dtype(cfg.dtype),
+                               param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+    self.norm_q, self.norm_k = norm(), norm()
 
   def projection_weights(self) -> dict[str, jnp.ndarray]:
     """q/k/v/o kernels and biases and the q/k norm scales, as pipelined projections take them."""
