@@ -1,12 +1,11 @@
 """AOT figures of the real WAN 2.2 A14B eval step on v5p:2x2x2 (8 chips, cp=8), on this CPU host.
 
-    python experiments/bench_aot.py [--chunks 1 2 4 5 8] [--resolution 720p] [--out F.json]
+    python experiments/bench_aot.py [--chunks 1 2 4 5 8] [--pipelined 2 4 5] [--out F.json]
 
-For each chunk count: compile the full 40-layer denoising step with splash attention and the
-async all-to-all flag set (gin/hardware/tpu_async_a2a.gin), then read the schedule analysis.
-Reports compile time C=8 / C=1 and the predicted hidden fraction per C: hidden collective time /
-min(collective, compute) as aot.json defines it; all-to-alls are all but one of the step's
-collectives (one all-gather runs once), so it is the all-to-alls' hidden share.
+Each case compiles the full 40-layer denoising step (720p, CFG, splash attention, async
+all-to-all flags) for the TPU topology and reads the schedule analysis: compile time, and the
+hidden share of all-to-all link time (synchronous all-to-alls count as exposed). `--pipelined`
+adds the chunk counts compiled with attention.pipelined_projections=True.
 """
 from __future__ import annotations
 
@@ -18,44 +17,34 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import gin  # noqa: E402
-
-from harness import config, run  # noqa: E402
-from harness.aot.entry import run_aot_mode  # noqa: E402
-
-
-def aot_report(num_chunks: int, resolution: str, out_dir: str) -> dict:
-  gin.clear_config()
-  config.parse(["models/wan2_2_a14b.gin", f"video/{resolution}.gin", "hardware/tpu_async_a2a.gin"],
-               ["run.mode='aot'", "aot.step='eval'", "aot.topology='v5p:2x2x2'",
-                "mesh.context=8", "attention.kernel='splash'", "attention.pad_heads=True",
-                f"attention.num_chunks={num_chunks}", f"run.output_dir={out_dir!r}",
-                f"run.run_name='c{num_chunks}'"])
-  return run_aot_mode(run.load_configs(), run.build_mesh)
+from harness.aot.pipelined_study import run_case  # noqa: E402
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 5, 8])
+  parser.add_argument("--pipelined", type=int, nargs="*", default=[2, 4, 5])
   parser.add_argument("--resolution", default="720p", choices=["480p", "720p"])
   parser.add_argument("--out", default=None)
-  parser.add_argument("--out_dir", default="results/bench/aot_runs")
   args = parser.parse_args(argv)
-  reports = {c: aot_report(c, args.resolution, args.out_dir) for c in args.chunks}
+  case = lambda c, p: run_case("eval", args.resolution, None, c, "splash", p)
+  plain = {c: case(c, False) for c in args.chunks}
+  piped = {c: case(c, True) for c in args.pipelined}
+  per_c = lambda reports, key: {str(c): r.get(key) for c, r in reports.items()}
   result = {
-      "aot_compile_time_s": {str(c): r["compile_time_s"] for c, r in reports.items()},
-      "aot_hidden_fraction": {str(c): r.get("hidden_fraction") for c, r in reports.items()},
-      "aot_predicted_step_s": {str(c): r.get("predicted_step_s") for c, r in reports.items()},
-      "aot_setup": {"model": "wan2_2_a14b eval step (40 layers)", "resolution": args.resolution,
-                    "topology": "v5p:2x2x2", "kernel": "splash", "flags": "tpu_async_a2a.gin"},
+      "aot_compile_time_s": per_c(plain, "compile_time_s"),
+      "aot_hidden_fraction": per_c(plain, "a2a_hidden_fraction"),
+      "aot_predicted_step_s": per_c(plain, "predicted_step_s"),
+      "aot_hidden_fraction_pipelined": per_c(piped, "a2a_hidden_fraction"),
+      "aot_predicted_step_s_pipelined": per_c(piped, "predicted_step_s"),
+      "aot_setup": {"model": "wan2_2_a14b eval step, 40 layers, CFG", "resolution": args.resolution,
+                    "topology": "v5p:2x2x2", "kernel": "splash", "flags": "async all-to-all"},
   }
-  if 1 in reports and 8 in reports:
-    result["aot_compile_c8_over_c1"] = (reports[8]["compile_time_s"]
-                                        / reports[1]["compile_time_s"])
-  chunked = [result["aot_hidden_fraction"][str(c)] for c in args.chunks if c in (2, 4, 5)]
-  if chunked and all(f is not None for f in chunked):
-    result["aot_hidden_fraction_chunked"] = {str(c): result["aot_hidden_fraction"][str(c)]
-                                             for c in args.chunks if c in (2, 4, 5)}
+  if 1 in plain and 8 in plain:
+    result["aot_compile_c8_over_c1"] = (plain[8]["compile_time_s"] / plain[1]["compile_time_s"])
+  chunked = [c for c in (2, 4, 5) if c in plain]
+  result["aot_hidden_fraction_chunked"] = {str(c): plain[c].get("a2a_hidden_fraction")
+                                           for c in chunked}
   print(json.dumps(result, indent=2))
   if args.out:
     with open(args.out, "w") as f:
