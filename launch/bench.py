@@ -134,3 +134,36 @@ def render(merged: dict) -> str:
     lines.append(f"| `{key}` | {_fmt(value)} | {_fmt(spread) if spread != '' else ''} | "
                  f"{target} | {_met(value, target) if target else ''} |")
   return "\n".join(lines) + "\n"
+
+
+README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def update_readme(results_dir: str, readme: str) -> None:
+  """Replaces the README's Performance table (between the bench markers) with bench.json's."""
+  merged = json.loads((pathlib.Path(results_dir) / "bench.json").read_text())
+  text = pathlib.Path(readme).read_text()
+  if README_BEGIN not in text or README_END not in text:
+    raise ValueError(f"{readme}: no '{README_BEGIN}' ... '{README_END}' markers to fill")
+  head, rest = text.split(README_BEGIN, 1)
+  tail = rest.split(README_END, 1)[1]
+  pathlib.Path(readme).write_text(f"{head}{README_BEGIN}\n{render(merged)}{README_END}{tail}")
+
+
+def main(argv=None) -> int:
+  import argparse  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(prog="python -m launch.bench",
+                                   description="Write bench.json's table into the README.")
+  parser.add_argument("results_dir", help="folder holding bench.json (e.g. results/bench)")
+  parser.add_argument("--readme", default=str(sweep.REPO_ROOT / "README.md"))
+  args = parser.parse_args(argv)
+  try:
+    update_readme(args.results_dir, args.readme)
+  except (ValueError, OSError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

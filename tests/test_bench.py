@@ -49,3 +49,17 @@ def test_shipped_bench_file_loads_and_a_bad_one_is_refused(tmp_path):
   bad.write_text("bench.scripts = {'a': ['x.py']}\nbench.rounds = 3\n")
   with pytest.raises(ValueError, match="unknown binding 'bench.rounds'"):
     bench.load_bench(str(bad))
+
+
+def test_readme_table_is_replaced_between_markers(tmp_path):
+  spec = _spec(tmp_path, {"ratio": 1.0})
+  bench.run_bench(spec, str(tmp_path / "r"))
+  readme = tmp_path / "README.md"
+  readme.write_text(f"# x\n{bench.README_BEGIN}\nold\n{bench.README_END}\nafter\n")
+  bench.update_readme(str(tmp_path / "r"), str(readme))
+  text = readme.read_text()
+  assert "old" not in text and "| `ratio` | 1 |  | <= 1.05 | yes |" in text
+  assert text.endswith(f"{bench.README_END}\nafter\n")
+  readme.write_text("no markers\n")
+  with pytest.raises(ValueError, match="markers"):
+    bench.update_readme(str(tmp_path / "r"), str(readme))
