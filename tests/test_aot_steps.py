@@ -23,7 +23,8 @@ def _aot(tmp_path, topology, step, layers=1, hardware="tpu_async_a2a"):
 def _check_overlapped(report, devices):
   assert report["topology"]["num_devices"] == devices
   assert report["mesh"]["context"] == devices
-  assert report["attention"] == {"variant": "ulysses", "num_chunks": 2, "kernel": "xla"}
+  assert report["attention"] == {"variant": "ulysses", "num_chunks": 2, "kernel": "xla",
+                                 "pipelined_projections": False}
   assert report["fits_hbm"] is True and report["hbm_bytes"] > 0
   a2a = report["collectives"]["all-to-all"]
   assert a2a["count"] > 0 and a2a["async_count"] == a2a["count"]

@@ -104,7 +104,8 @@ def _model_step(topology, resolution: str, step: str, chunks: int, kernel: str, 
   from harness.aot import entry  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   config.parse(["models/wan2_2_a14b.gin", f"video/{resolution}.gin"],
-               ["mesh.context=8", f"attention.kernel={kernel!r}", "attention.pad_heads=True",
+               [f"mesh.context={len(topology.devices)}", f"attention.kernel={kernel!r}",
+                "attention.pad_heads=True",
                 f"attention.num_chunks={chunks}", f"attention.packed_qkv={packed_qkv}",
                 f"attention.pipelined_projections={pipelined}"])
   cfgs = run.load_configs()
@@ -114,9 +115,9 @@ def _model_step(topology, resolution: str, step: str, chunks: int, kernel: str, 
 
 
 def run_case(step: str, resolution: str, frames: int | None, chunks: int, kernel: str,
-             pipelined: bool, packed_qkv: bool = False) -> dict:
+             pipelined: bool, packed_qkv: bool = False, topology_name: str = "v5p:2x2x2") -> dict:
   """Compiles one case; the report gains `a2a_hidden_fraction`, `a2a_s` and `wall_s`."""
-  topology = get_topology("v5p:2x2x2")
+  topology = get_topology(topology_name)  # the model step's 'context' spans all its chips
   if step == "layer":
     grid = GRIDS[resolution]
     grid = (frames or grid[0], grid[1], grid[2])
