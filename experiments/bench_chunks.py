@@ -1,6 +1,7 @@
 """Head-chunked over single-shot Ulysses: median train-step time of the tiny DiT, fwd+bwd.
 
-    python experiments/bench_chunks.py [--chunks 2 4] [--steps 22] [--rounds 3] [--out F.json]
+    python experiments/bench_chunks.py [--chunks 2 4] [--steps 22] [--rounds 3] [--packed_qkv]
+        [--out F.json]
 
 8 simulated CPU devices as data=2 x context=4 (16 heads → 4 per device, so 1, 2 or 4 groups).
 Every chunk count is compiled once in one process; rounds alternate between them so that load
@@ -29,9 +30,10 @@ from harness.steps import build_program  # noqa: E402
 BINDINGS = ["mesh.data=2", "mesh.context=4", "run.batch_size=2", "profiler.enabled=False"]
 
 
-def build(num_chunks: int):
+def build(num_chunks: int, packed_qkv: bool):
   gin.clear_config()
-  config.parse(["quickstart.gin"], [*BINDINGS, f"attention.num_chunks={num_chunks}"])
+  config.parse(["quickstart.gin"], [*BINDINGS, f"attention.num_chunks={num_chunks}",
+                                    f"attention.packed_qkv={packed_qkv}"])
   cfgs = run.load_configs()
   mesh = run.build_mesh(cfgs.mesh)
   program = build_program(cfgs.setup, mesh)
@@ -43,10 +45,12 @@ def main(argv=None) -> dict:
   parser.add_argument("--chunks", type=int, nargs="+", default=[2, 4])
   parser.add_argument("--steps", type=int, default=22)
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--packed_qkv", action="store_true",
+                      help="one all-to-all for q, k, v per group (both sides of the ratio)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   counts = [1, *args.chunks]
-  built = {c: build(c) for c in counts}
+  built = {c: build(c, args.packed_qkv) for c in counts}
   times = {c: [] for c in counts}
   for _ in range(args.rounds):
     for c in counts:
@@ -59,6 +63,7 @@ def main(argv=None) -> dict:
                                      for c in counts},
             "chunks_setup": {"steps": args.steps, "rounds": args.rounds,
                              "devices": jax.device_count(), "mesh": "data=2 context=4",
+                             "packed_qkv": args.packed_qkv,
                              "model": "tiny DiT, fwd+bwd+AdamW"}}
   for c in args.chunks:
     ratio, spread = benchmark.ratio_summary(times[c], times[1])
