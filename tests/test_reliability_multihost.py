@@ -85,10 +85,15 @@ def test_a_dead_peer_ends_the_survivor_with_a_clear_error_in_bounded_time(tmp_pa
   took_s = time.monotonic() - killed
   procs[1].communicate(timeout=30)
   print(f"process 0 exited {took_s:.1f} s after process 1 was killed")
+  assert took_s < 2 * HEARTBEAT_S
+  if rc0 == -6:
+    # Race: when the survivor is between collectives (e.g. a loaded machine delays its next
+    # step), JAX's heartbeat check ends it first; that too is a bounded, explained exit.
+    assert "the JAX distributed service detected fatal errors" in err0, err0[-3000:]
+    return
   assert rc0 == 4, err0[-3000:]
   last = err0.strip().splitlines()[-1]
   assert last.startswith("error: a collective failed in a 2-process run (a peer process died "
                          "or lost its connection): "), last
   summary = work.summary()
   assert summary["status"] == "failed" and summary["error"] == last[len("error: "):]
-  assert took_s < 2 * HEARTBEAT_S
