@@ -11,13 +11,13 @@ C=8 / C=1 is taken on v5p-8 (v5p:2x2x1, cp=4), where 40 heads can form 8 groups.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from harness import benchmark  # noqa: E402
 from harness.aot.pipelined_study import run_case  # noqa: E402
 
 
@@ -49,11 +49,7 @@ def main(argv=None) -> dict:
   chunked = [c for c in (2, 4, 5) if c in plain]
   result["aot_hidden_fraction_chunked"] = {str(c): plain[c].get("a2a_hidden_fraction")
                                            for c in chunked}
-  print(json.dumps(result, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return benchmark.emit(result, args.out)
 
 
 if __name__ == "__main__":

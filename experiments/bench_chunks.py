@@ -11,7 +11,6 @@ of per-round ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -69,11 +68,7 @@ def main(argv=None) -> dict:
     ratio, spread = benchmark.ratio_summary(times[c], times[1])
     result["chunked_over_single"][str(c)] = ratio
     result["chunked_over_single_spread"][str(c)] = spread
-  print(json.dumps(result, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return benchmark.emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -21,7 +20,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from harness import mesh_axes  # noqa: E402
+from harness import benchmark, mesh_axes  # noqa: E402
 from harness.attention import context_parallel_attention  # noqa: E402
 from harness.mesh import make_mesh  # noqa: E402
 
@@ -49,11 +48,7 @@ def main(argv=None) -> dict:
             "attention_temp_bytes": {str(c): b for c, b in temps.items()},
             "memory_setup": f"batch 2 x {args.seq} tokens x 16 heads x 64, data=2 "
                                       "context=4, xla kernel, fwd+bwd"}
-  print(json.dumps(result, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return benchmark.emit(result, args.out)
 
 
 if __name__ == "__main__":

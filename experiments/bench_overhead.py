@@ -9,8 +9,8 @@ medians is the harness's own cost (metrics fetch, TensorBoard/jsonl writes, book
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import pathlib
 import statistics
 import sys
 import tempfile
@@ -39,7 +39,7 @@ def bare_round(program, setup, mesh, steps: int) -> list[float]:
 
 def harness_round(program, cfgs, mesh, steps: int, out_dir: str) -> list[float]:
   """Step times as the harness's train loop measures and records them."""
-  writer = MetricsWriter(__import__("pathlib").Path(out_dir), enabled=True)
+  writer = MetricsWriter(pathlib.Path(out_dir), enabled=True)
   window = ProfilerWindow(out_dir, enabled=False, start_step=0, num_steps=1)
   ctx = RunContext(cfgs.run, mesh, window, _step_logger(writer, cfgs, 1, 1.0, "perf"))
   try:
@@ -77,11 +77,7 @@ def main(argv=None) -> dict:
       "overhead_setup": {"bare_block_steps": benchmark.BLOCK, "steps": args.steps,
                          "rounds": args.rounds, "devices": jax.device_count()},
   }
-  print(json.dumps(result, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return benchmark.emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ once (they take a minute and several minutes); the figures are single measuremen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
 import time
+
+from harness import benchmark
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -43,11 +44,7 @@ def main(argv=None) -> dict:
   if not args.skip_tests:
     result["test_suite_s"] = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                                    REPO, env)
-  print(json.dumps(result, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
-  return result
+  return benchmark.emit(result, args.out)
 
 
 if __name__ == "__main__":

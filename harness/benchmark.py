@@ -1,6 +1,7 @@
 """Timing helpers for benchmark experiments: bare loops over a compiled train step."""
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
@@ -41,3 +42,12 @@ def ratio_summary(num: list[list[float]], den: list[list[float]]) -> tuple[float
   med = statistics.median
   per_round = [med(a) / med(b) for a, b in zip(num, den)]
   return med(sum(num, [])) / med(sum(den, [])), [min(per_round), max(per_round)]
+
+
+def emit(result: dict, out: str | None) -> dict:
+  """Prints the figures and writes them to `out`, where the launcher's bench runner reads them."""
+  print(json.dumps(result, indent=2))
+  if out:
+    with open(out, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
