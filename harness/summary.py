@@ -6,7 +6,9 @@ import dataclasses
 import jax
 
 from harness import flops as flops_lib
+from harness import config as config_lib
 from harness import metrics, steps, versions
+from harness.sharding import param_shardings
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -89,10 +91,7 @@ def console_report(summary: dict, run_dir) -> str:
 
 def dry_run_report(cfgs, mesh, files) -> str:
   """Resolved config, parameter count, FLOPs and a per-device memory estimate; no allocation."""
-  from harness import config as config_lib
-  graphdef, abstract = steps.abstract_model(cfgs.model)
-  del graphdef
-  from harness.sharding import param_shardings
+  _, abstract = steps.abstract_model(cfgs.model)
   n_params = steps.count_params(abstract)
   mem = flops_lib.memory_estimate(cfgs.model, cfgs.video, cfgs.run.batch_size, cfgs.run.mode,
                                   abstract, param_shardings(abstract, mesh), mesh)

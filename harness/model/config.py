@@ -40,7 +40,6 @@ class DiTConfig:
   text_len: int = 512
   freq_dim: int = 256
   eps: float = 1e-6
-  scan_layers: bool = True
   remat: bool = True
   dtype: str = "float32"
   param_dtype: str = "float32"
