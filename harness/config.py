@@ -5,9 +5,11 @@ import importlib.util  # noqa: F401  gin's resource reader uses importlib.util w
 import logging
 import os
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gin
+
+from harness import gin_checks
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIN_DIR = REPO_ROOT / "gin"
@@ -27,13 +29,16 @@ class ConfigError(ValueError):
   """A user mistake in gin files or bindings, with a one-line message."""
 
 
-def _register_configurables() -> None:
-  """Imports every module that defines gin configurables, so names resolve."""
-  import harness.configurables  # noqa: F401
+def _register_configurables() -> dict[str, Callable]:
+  """Imports every module that defines gin configurables, so names resolve; returns them by name."""
+  from harness import configurables  # pylint: disable=import-outside-toplevel
+  found = dict(configurables.CONFIGURABLES)
   try:
-    import harness.aot.config  # noqa: F401
+    from harness.aot.config import aot_config  # pylint: disable=import-outside-toplevel
+    found["aot"] = aot_config
   except ImportError:
     pass
+  return found
 
 
 def search_paths(extra: Sequence[str] = ()) -> list[str]:
@@ -62,17 +67,26 @@ def _one_line(err: Exception) -> str:
 def parse(gin_files: Sequence[str], bindings: Sequence[str],
           extra_search_paths: Sequence[str] = ()) -> list[str]:
   """Parses gin files then bindings (later wins); returns the resolved file paths."""
-  _register_configurables()
+  known = _register_configurables()
   paths = search_paths(extra_search_paths)
   for path in paths:
     gin.add_config_file_search_path(path)
   files = [resolve_file(f, paths) for f in gin_files]
   try:
-    gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
-  except (ValueError, KeyError, IOError, SyntaxError) as err:
-    raise ConfigError(_one_line(err)) from None
+    with gin_checks.project_imports_only():
+      gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
+  except SyntaxError as err:  # a value gin cannot read, e.g. a string without quotes
+    raise ConfigError(gin_checks.explain_syntax_error(err)) from None
+  except (ValueError, KeyError, IOError) as err:
+    raise ConfigError(gin_checks.suggest_name(_one_line(err), known)) from None
   except Exception as err:  # gin surfaces tokenizer errors for malformed values
     raise ConfigError(f"cannot parse gin bindings: {_one_line(err)}") from None
+  try:
+    # gin resolves a macro only when a configurable is called: an undefined one would surface as
+    # a TypeError deep in the run.
+    gin_checks.check_macros(files, bindings, paths)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
   return files
 
 

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from typing import Any
 
 import gin
 
+from harness.mesh_axes import AXES
 from harness.model.config import DiTConfig, VideoConfig
+from harness.suggest import did_you_mean
 
 MODES = ("train", "eval", "aot")
+# Without jax_enable_x64 JAX keeps a seed's low 32 bits (key(-1) == key(2**32 - 1)) and refuses
+# seeds beyond int64: one signed 32-bit range keeps every seed distinct and valid.
+SEED_RANGE = (-2**31, 2**31 - 1)
 
 
 _SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
@@ -68,7 +74,8 @@ class RunConfig:
 
   def __post_init__(self):
     if self.mode not in MODES:
-      raise ValueError(f"run.mode={self.mode!r}: choose one of {', '.join(MODES)}")
+      raise ValueError(f"run.mode={self.mode!r}: choose one of {', '.join(MODES)}"
+                       f"{did_you_mean(self.mode, MODES)}")
     if self.steps <= 0:
       raise ValueError(f"run.steps={self.steps}: must be > 0")
     if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
@@ -78,8 +85,20 @@ class RunConfig:
       raise ValueError(f"run.batch_size={self.batch_size}: must be > 0")
     if self.checkpoint_every < 0:
       raise ValueError(f"run.checkpoint_every={self.checkpoint_every}: must be >= 0 (0 = never)")
-    if not self.run_name or "/" in self.run_name:
-      raise ValueError(f"run.run_name={self.run_name!r}: must be a non-empty name without '/'")
+    _check_run_name(self.run_name)
+    if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+      raise ValueError(f"run.seed={self.seed}: must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] "
+                       "(JAX uses a seed's low 32 bits only: others would repeat these)")
+
+
+def _check_run_name(name: str) -> None:
+  """A run name is one plain folder under run.output_dir: '..' or 'a/b' would write elsewhere."""
+  bad = (not name or name in (".", "..") or name.startswith("-")
+         or any(sep in name for sep in ("/", "\\", os.sep))
+         or any(ord(c) < 32 or ord(c) == 127 for c in name))
+  if bad:
+    raise ValueError(f"run.run_name={name!r}: must be a plain folder name (not '.' or '..', no "
+                     "'/' or '\\', no leading '-', no control characters)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +114,19 @@ class MeshConfig:
   process_id: int | None = None
   heartbeat_timeout_s: int = 100
   init_timeout_s: int = 300
+
+  def __post_init__(self):
+    for axis in AXES:
+      size = getattr(self, axis)
+      if size == 0 or size < -1:
+        raise ValueError(f"mesh.{axis}={size}: axis sizes must be positive or -1 (the rest)")
+    for name in ("simulated_devices", "num_processes"):
+      value = getattr(self, name)
+      if value is not None and value <= 0:
+        raise ValueError(f"mesh.{name}={value}: must be > 0")
+    for name in ("heartbeat_timeout_s", "init_timeout_s"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"mesh.{name}={getattr(self, name)}: must be > 0 (seconds)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,3 +190,7 @@ video = _register(VideoConfig, "video")
 optimizer = _register(OptimizerConfig, "optimizer")
 sampler = _register(SamplerConfig, "sampler")
 profiler = _register(ProfilerConfig, "profiler")
+
+# By the name users type: for 'did you mean' on a misspelt configurable or parameter.
+CONFIGURABLES = {"run": run, "mesh": mesh, "attention": attention, "model": model, "video": video,
+                 "optimizer": optimizer, "sampler": sampler, "profiler": profiler}

@@ -73,6 +73,16 @@ def use_simulated_devices(count: int) -> None:
   jax.config.update("jax_num_cpu_devices", count)
 
 
+def coordinator_bind_address(coordinator_address: str) -> str:
+  """Where process 0's coordinator listens: the interface of the address the peers dial.
+
+  JAX's default, '[::]:PORT', listens on every interface, so '127.0.0.1:PORT' would accept
+  connections from the network. JAX_COORDINATOR_BIND_ADDRESS still overrides (e.g. '[::]:PORT'
+  behind NAT, where the dialled address is not one of this host's interfaces).
+  """
+  return os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") or coordinator_address
+
+
 def init_distributed(coordinator_address: str | None, num_processes: int | None,
                      process_id: int | None, heartbeat_timeout_s: int = 100,
                      init_timeout_s: int = 300) -> None:
@@ -93,7 +103,9 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
                        f"{num_processes}), one distinct id per process")
     jax.distributed.initialize(coordinator_address, num_processes=num_processes,
                                process_id=process_id, initialization_timeout=init_timeout_s,
-                               heartbeat_timeout_seconds=heartbeat_timeout_s)
+                               heartbeat_timeout_seconds=heartbeat_timeout_s,
+                               coordinator_bind_address=coordinator_bind_address(
+                                   coordinator_address))
   else:
     jax.distributed.initialize(initialization_timeout=init_timeout_s,
                                heartbeat_timeout_seconds=heartbeat_timeout_s)

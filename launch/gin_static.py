@@ -7,6 +7,10 @@ from typing import Any, Sequence
 
 from gin import config_parser
 
+# The harness's gin refuses `import` of anything else too; read statically, an import would only
+# be skipped here and then run by the harness.
+PROJECT_PACKAGE = "harness"
+
 
 @dataclasses.dataclass(frozen=True)
 class GinRef:
@@ -50,6 +54,15 @@ def _resolve_macros(value: Any, macros: dict[str, Any]) -> Any:
   return value
 
 
+def _check_import(statement: config_parser.ImportStatement, origin: str) -> None:
+  """A one-line ValueError for an `import` of anything but the project's own modules."""
+  module = statement.module
+  if module != PROJECT_PACKAGE and not module.startswith(PROJECT_PACKAGE + "."):
+    raise ValueError(f"{origin}, line {statement.location.line_num}: gin '{statement.format()}' "
+                     f"is refused: only the project's own modules ({PROJECT_PACKAGE}.*) may be "
+                     "imported")
+
+
 def find_file(name: str, search_paths: Sequence[pathlib.Path]) -> pathlib.Path | None:
   """The first existing `name` as given or under a search path."""
   for candidate in [pathlib.Path(name)] + [pathlib.Path(p) / name for p in search_paths]:
@@ -79,7 +92,9 @@ def parse_bindings(text: str, origin: str, search_paths: Sequence[pathlib.Path] 
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     raise ValueError(f"{origin}: cannot parse gin ({first})") from None
   for st in statements:
-    if isinstance(st, config_parser.IncludeStatement):
+    if isinstance(st, config_parser.ImportStatement):
+      _check_import(st, origin)
+    elif isinstance(st, config_parser.IncludeStatement):
       included = find_file(st.filename, search_paths)
       if included is None:
         raise ValueError(f"{origin}: include '{st.filename}' not found")

@@ -28,12 +28,36 @@ from launch.__main__ import main as launch_cli
 REPO = pathlib.Path(__file__).resolve().parent.parent
 QUICK = f"--gin_file={REPO / 'gin' / 'quickstart.gin'}"
 
+RUN_NAME_RULE = ("must be a plain folder name (not '.' or '..', no '/' or '\\', no leading '-', "
+                 "no control characters)")
+SEED_WHY = "(JAX uses a seed's low 32 bits only: others would repeat these)"
+PATCH_RULE = "must be 3 positive integers (frames, height, width), e.g. (1, 2, 2)"
+
 # (bindings, the message after "error: "); checked by --dry_run, which allocates nothing.
 DRY_RUN_ROWS = [
     ("run.warmup_steps=20", "run.warmup_steps=20: must be >= 0 and < run.steps=20"),
     ("run.batch_size=0", "run.batch_size=0: must be > 0"),
     ("run.checkpoint_every=-1", "run.checkpoint_every=-1: must be >= 0 (0 = never)"),
-    ("run.run_name='a/b'", "run.run_name='a/b': must be a non-empty name without '/'"),
+    ("run.run_name='a/b'", f"run.run_name='a/b': {RUN_NAME_RULE}"),
+    ("run.run_name='..'", f"run.run_name='..': {RUN_NAME_RULE}"),
+    ("run.run_name='.'", f"run.run_name='.': {RUN_NAME_RULE}"),
+    ("run.seed=9223372036854775808", "run.seed=9223372036854775808: must be in "
+                                     f"[-2147483648, 2147483647] {SEED_WHY}"),
+    ("run.seed=-2147483649", f"run.seed=-2147483649: must be in [-2147483648, 2147483647] {SEED_WHY}"),
+    ("run.seed=2**63", "cannot parse gin binding 'run.seed=2**63': Expected newline. (values are "
+                       "Python literals: numbers, 'quoted strings', lists, tuples, dicts, True, "
+                       "False, None, @references, %MACROS)"),
+    ("run.mode='trian'", "run.mode='trian': choose one of train, eval, aot; did you mean 'train'?"),
+    ("attention.variant=ring", "strings need quotes: attention.variant='ring' "
+                               "(bindings string line 1)"),
+    ("attention.varient='ring'", "Configurable 'attention' doesn't have a parameter named "
+                                 "'varient'; did you mean 'variant'? (bindings string line 1)"),
+    ("attenshun.variant='ring'", "No configurable matching 'attenshun'; did you mean "
+                                 "'attention'? (bindings string line 1)"),
+    ("run.steps=%UNDEFINED", "run.steps=%UNDEFINED: macro UNDEFINED is not defined; define it "
+                             "with a binding 'UNDEFINED = value' (bindings string line 1)"),
+    ("import pwn", "gin 'import pwn' is refused: only the project's own modules (harness.*) may "
+                   "be imported (bindings string line 1)"),
     ("mesh.context=0", "mesh.context=0: axis sizes must be positive or -1 (the rest)"),
     ("mesh.data=-1",
      "mesh.data and mesh.context are both -1: at most one axis may take the rest"),
@@ -42,9 +66,12 @@ DRY_RUN_ROWS = [
     ("mesh.data=2", "run.batch_size=1 is not divisible by mesh.data*mesh.fsdp=2"),
     ("sampler.denoising_steps=0", "sampler.denoising_steps=0: must be > 0"),
     ("attention.variant='ulises'", "attention.variant='ulises' is invalid; valid choices: "
-                                   "'dense', 'ulysses', 'ring', 'ulysses_ring'"),
+                                   "'dense', 'ulysses', 'ring', 'ulysses_ring'; did you mean "
+                                   "'ulysses'?"),
+    ("attention.kernel='splsh'", "attention.kernel='splsh' is invalid; valid choices: "
+                                 "'xla', 'blockwise', 'splash', 'cudnn'; did you mean 'splash'?"),
     ("attention.kernel='flash'", "attention.kernel='flash' is invalid; valid choices: "
-                                 "'xla', 'blockwise', 'splash', 'cudnn'"),
+                                 "'xla', 'blockwise', 'splash', 'cudnn'; did you mean 'splash'?"),
     ("attention.variant='dense'", "attention.num_chunks=2 needs attention.variant in "
                                   "('ulysses', 'ulysses_ring'); variant 'dense' takes "
                                   "attention.num_chunks=1"),
@@ -57,6 +84,14 @@ DRY_RUN_ROWS = [
     ("video.height=60", "video.height=60: must be a multiple of 16"),
     ("model.dim=250", "model.dim=250 is not a multiple of model.num_heads=16"),
     ("model.dtype='float16'", "model.dtype='float16': choose 'float32' or 'bfloat16'"),
+    ("model.num_heads=0", "model.num_heads=0: must be a positive integer"),
+    ("model.dim=0", "model.dim=0: must be a positive integer"),
+    ("model.patch=(1, 0, 2)", f"model.patch=(1, 0, 2): {PATCH_RULE}"),
+    ("model.patch=(1, 'a', 2)", f"model.patch=(1, 'a', 2): {PATCH_RULE}"),
+    ("video.height=0", "video.height=0: must be a positive integer"),
+    ("video.width=-16", "video.width=-16: must be a positive integer"),
+    ("mesh.data=-2", "mesh.data=-2: axis sizes must be positive or -1 (the rest)"),
+    ("mesh.num_processes=0", "mesh.num_processes=0: must be > 0"),
 ]
 
 

@@ -7,6 +7,7 @@ import gin
 
 from harness.aot import flags as flags_lib
 from harness.aot import topology as topology_lib
+from harness.suggest import did_you_mean
 
 STEPS = ("train", "eval")
 
@@ -25,5 +26,6 @@ def aot_config(topology: str = "v5p:2x2x2", step: str = "train",
   """Validates the `aot.*` bindings (names only; libtpu is touched at compile time)."""
   topology_lib.parse_topology_name(topology)
   if step not in STEPS:
-    raise ValueError(f"aot.step={step!r} is invalid; valid choices: {', '.join(map(repr, STEPS))}")
+    raise ValueError(f"aot.step={step!r} is invalid; valid choices: {', '.join(map(repr, STEPS))}"
+                     f"{did_you_mean(step, STEPS)}")
   return AotConfig(topology, step, tuple(flags_lib.flag_list(libtpu_flags)))

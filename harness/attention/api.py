@@ -7,6 +7,7 @@ import jax
 from jax.sharding import Mesh
 
 from harness import mesh_axes
+from harness.suggest import did_you_mean
 from harness.attention import dense
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
@@ -23,7 +24,7 @@ CHUNKED_VARIANTS = ("ulysses", "ulysses_ring")
 def _check_choice(binding: str, value, choices, why: str = "") -> None:
   if value not in choices:
     raise ValueError(f"{binding}={value!r} is invalid{why}; valid choices: "
-                     f"{', '.join(repr(c) for c in choices)}")
+                     f"{', '.join(repr(c) for c in choices)}{did_you_mean(value, choices)}")
 
 
 def _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_qkv, context):

@@ -8,12 +8,22 @@ VAE_TIME_STRIDE = 4
 VAE_SPACE_STRIDE = 8
 
 
+def _check_positive_int(binding: str, value: object) -> None:
+  """Sizes divide and multiply token counts: 0, negatives or non-integers fail later obscurely."""
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(f"{binding}={value!r}: must be a positive integer")
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoConfig:
   """Pixel-space video size; latent and token shapes derive from it."""
   frames: int = 81
   height: int = 480
   width: int = 832
+
+  def __post_init__(self):
+    for name in ("frames", "height", "width"):
+      _check_positive_int(f"video.{name}", getattr(self, name))
 
   def latent_shape(self, channels: int) -> tuple[int, int, int, int]:
     """(frames, height, width, channels) of the VAE latent."""
@@ -45,6 +55,15 @@ class DiTConfig:
   param_dtype: str = "float32"
 
   def __post_init__(self):
+    for name in ("dim", "num_heads", "ffn_dim", "in_channels", "out_channels", "text_dim",
+                 "text_len", "freq_dim"):
+      _check_positive_int(f"model.{name}", getattr(self, name))
+    patch = self.patch
+    if (not isinstance(patch, (tuple, list)) or len(patch) != 3
+        or any(isinstance(p, bool) or not isinstance(p, int) or p <= 0 for p in patch)):
+      raise ValueError(f"model.patch={patch!r}: must be 3 positive integers "
+                       "(frames, height, width), e.g. (1, 2, 2)")
+    object.__setattr__(self, "patch", tuple(patch))  # a gin list still hashes and compares
     if self.dim % self.num_heads:
       raise ValueError(f"model.dim={self.dim} is not a multiple of model.num_heads={self.num_heads}")
     if self.num_layers < 1:
