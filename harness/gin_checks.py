@@ -21,7 +21,8 @@ _LITERALS = ("values are Python literals: numbers, 'quoted strings', lists, tupl
 _BARE_WORD = re.compile(r"[A-Za-z_][\w.\-]*")
 _BAD_TOKEN = re.compile(r"Failed to parse token '(.*)'")
 _UNKNOWN_CONFIGURABLE = re.compile(r"No configurable matching '([^']*)'\.")
-_UNKNOWN_PARAMETER = re.compile(r"Configurable '([^']*)' doesn't have a parameter named '([^']*)'\.")
+_UNKNOWN_PARAMETER = re.compile(
+    r"Configurable '([^']*)' doesn't have a parameter named '([^']*)'\.")
 
 
 def is_project_module(module: str) -> bool:
@@ -45,21 +46,19 @@ class _ProjectImportsOnly(gin.config.ParseContext):
 
 @contextlib.contextmanager
 def project_imports_only() -> Iterator[None]:
-  """While gin parses: refuse foreign `import` lines, and look up includes as plain files only.
-
-  gin runs `import` statements of files and bindings with `__import__`, so `import pwn` would run
-  a module from the working directory. Its package-resource reader looks for an include
-  'a/b/x.gin' by importing package `a`, which runs code as well; includes are found through the
-  search paths instead.
-  """
-  saved_context, saved_readers = gin.config.ParseContext, list(gin.config._FILE_READERS)  # pylint: disable=protected-access
+  """While gin parses: refuse foreign `import` lines, and look up includes as plain files only."""
+  # gin runs `import` statements of files and bindings with `__import__`: `import pwn` would run a
+  # module from the working directory. Its package-resource reader looks for an include
+  # 'a/b/x.gin' by importing package `a`, which runs code too; the search paths find includes.
+  # pylint: disable=protected-access
+  saved_context, saved_readers = gin.config.ParseContext, list(gin.config._FILE_READERS)
   gin.config.ParseContext = _ProjectImportsOnly
-  gin.config._FILE_READERS[:] = [(open, os.path.isfile)]  # pylint: disable=protected-access
+  gin.config._FILE_READERS[:] = [(open, os.path.isfile)]
   try:
     yield
   finally:
     gin.config.ParseContext = saved_context
-    gin.config._FILE_READERS[:] = saved_readers  # pylint: disable=protected-access
+    gin.config._FILE_READERS[:] = saved_readers
 
 
 def _where(err: SyntaxError) -> str:

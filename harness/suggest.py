@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-# difflib's default: 'ulyses'->'ulysses', 'splsh'->'splash', 'trian'->'train', 'chunks'->'num_chunks'.
+# difflib's default; it maps 'ulyses'->'ulysses', 'splsh'->'splash', 'chunks'->'num_chunks'.
 _CUTOFF = 0.6
 
 

@@ -26,13 +26,13 @@ def test_unknown_configurable_names_file_and_line(capsys, tmp_path):
   bad = tmp_path / "bad.gin"
   bad.write_text("run.steps = 3\n\nattenshun.num_chunks = 2\n")
   err = _error_line(capsys, [f"--gin_file={bad}"])
-  assert "No configurable matching 'attenshun'" in err
+  assert "No configurable matching 'attenshun'; did you mean 'attention'?" in err
   assert f'"{bad}", line 3' in err
 
 
 def test_unknown_parameter(capsys):
   err = _error_line(capsys, [QUICK, "--gin_bindings=attention.chunks=2"])
-  assert "'attention' doesn't have a parameter named 'chunks'" in err
+  assert "'attention' doesn't have a parameter named 'chunks'; did you mean 'num_chunks'?" in err
 
 
 def test_mesh_product_must_match_devices(capsys):

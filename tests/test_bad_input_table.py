@@ -43,7 +43,8 @@ DRY_RUN_ROWS = [
     ("run.run_name='.'", f"run.run_name='.': {RUN_NAME_RULE}"),
     ("run.seed=9223372036854775808", "run.seed=9223372036854775808: must be in "
                                      f"[-2147483648, 2147483647] {SEED_WHY}"),
-    ("run.seed=-2147483649", f"run.seed=-2147483649: must be in [-2147483648, 2147483647] {SEED_WHY}"),
+    ("run.seed=-2147483649",
+     f"run.seed=-2147483649: must be in [-2147483648, 2147483647] {SEED_WHY}"),
     ("run.seed=2**63", "cannot parse gin binding 'run.seed=2**63': Expected newline. (values are "
                        "Python literals: numbers, 'quoted strings', lists, tuples, dicts, True, "
                        "False, None, @references, %MACROS)"),
