@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from typing import Sequence
 
 import jax
@@ -83,6 +84,29 @@ def coordinator_bind_address(coordinator_address: str) -> str:
   return os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") or coordinator_address
 
 
+def _split_host_port(address: str) -> tuple[str, int]:
+  """('10.0.0.2', 1234) from '10.0.0.2:1234' (IPv6 in brackets); a one-line error otherwise."""
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"mesh.coordinator_address={address!r}: expected HOST:PORT "
+                     "(e.g. '10.0.0.2:1234')")
+  return host.strip("[]"), int(port)
+
+
+def check_coordinator_bind(coordinator_address: str) -> None:
+  """For process 0: a one-line error if this host cannot listen where the coordinator binds."""
+  host = coordinator_bind_address(coordinator_address).rpartition(":")[0].strip("[]")
+  try:
+    for family, kind, _, _, sockaddr in socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM):
+      with socket.socket(family, kind) as probe:
+        probe.bind(sockaddr[:1] + (0,) + sockaddr[2:])
+  except OSError as err:
+    raise ValueError(
+        f"mesh.coordinator_address={coordinator_address!r}: process 0 cannot listen on "
+        f"{host!r} ({err.strerror or err}); give an address of this host, or set "
+        f"JAX_COORDINATOR_BIND_ADDRESS='[::]:PORT' to listen on every interface") from None
+
+
 def init_distributed(coordinator_address: str | None, num_processes: int | None,
                      process_id: int | None, heartbeat_timeout_s: int = 100,
                      init_timeout_s: int = 300) -> None:
@@ -101,6 +125,9 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
     if not 0 <= process_id < num_processes:
       raise ValueError(f"mesh.process_id={process_id}: must be in [0, mesh.num_processes="
                        f"{num_processes}), one distinct id per process")
+    _split_host_port(coordinator_address)
+    if process_id == 0:  # JAX crashes (SIGSEGV) when its coordinator cannot bind
+      check_coordinator_bind(coordinator_address)
     jax.distributed.initialize(coordinator_address, num_processes=num_processes,
                                process_id=process_id, initialization_timeout=init_timeout_s,
                                heartbeat_timeout_seconds=heartbeat_timeout_s,

@@ -127,7 +127,15 @@ def test_aot_step_name(capsys):
     (["mesh.coordinator_address='127.0.0.1:1234'", "mesh.num_processes=2", "mesh.process_id=2"],
      "mesh.process_id=2: must be in [0, mesh.num_processes=2), one distinct id per process"),
     (["mesh.simulated_devices=0"], "mesh.simulated_devices=0: must be > 0"),
-], ids=["coordinator-alone", "process-id-range", "simulated-devices-0"])
+    (["mesh.coordinator_address='127.0.0.1'", "mesh.num_processes=2", "mesh.process_id=1"],
+     "mesh.coordinator_address='127.0.0.1': expected HOST:PORT (e.g. '10.0.0.2:1234')"),
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of this host.
+    (["mesh.coordinator_address='192.0.2.1:1234'", "mesh.num_processes=2", "mesh.process_id=0"],
+     "mesh.coordinator_address='192.0.2.1:1234': process 0 cannot listen on '192.0.2.1' "
+     "(Cannot assign requested address); give an address of this host, or set "
+     "JAX_COORDINATOR_BIND_ADDRESS='[::]:PORT' to listen on every interface"),
+], ids=["coordinator-alone", "process-id-range", "simulated-devices-0", "coordinator-no-port",
+        "coordinator-not-here"])
 def test_device_setup_mistakes(capsys, tmp_path, bindings, message):
   argv = [QUICK, f"--gin_bindings=run.output_dir='{tmp_path}'",
           *(f"--gin_bindings={b}" for b in bindings)]
