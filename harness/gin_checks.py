@@ -81,18 +81,23 @@ def explain_syntax_error(err: SyntaxError) -> str:
   return f"cannot parse gin: {first}{_where(err)}"
 
 
+def _hint(name: str, choices: Sequence[str], kind: str) -> str:
+  """'; did you mean 'x'?', or the valid names when none is close."""
+  return did_you_mean(name, choices) or f"; valid {kind}: {', '.join(choices)}"
+
+
 def suggest_name(message: str, configurables: Mapping[str, Callable]) -> str:
-  """Adds 'did you mean ...?' to gin's unknown-configurable and unknown-parameter messages."""
+  """Adds the closest valid name to gin's unknown-configurable and unknown-parameter messages."""
   unknown = _UNKNOWN_CONFIGURABLE.search(message)
   if unknown:
-    hint = did_you_mean(unknown.group(1), configurables)
-    return message[:unknown.end() - 1] + hint + message[unknown.end():] if hint else message
-  unknown = _UNKNOWN_PARAMETER.search(message)
-  if unknown and unknown.group(1) in configurables:
-    params = inspect.signature(configurables[unknown.group(1)]).parameters
-    hint = did_you_mean(unknown.group(2), params)
-    return message[:unknown.end() - 1] + hint + message[unknown.end():] if hint else message
-  return message
+    hint = _hint(unknown.group(1), list(configurables), "configurables")
+  else:
+    unknown = _UNKNOWN_PARAMETER.search(message)
+    if not unknown or unknown.group(1) not in configurables:
+      return message
+    params = list(inspect.signature(configurables[unknown.group(1)]).parameters)
+    hint = _hint(unknown.group(2), params, "parameters")
+  return message[:unknown.end() - 1] + hint + message[unknown.end():]
 
 
 @dataclasses.dataclass(frozen=True)

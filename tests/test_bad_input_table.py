@@ -55,6 +55,12 @@ DRY_RUN_ROWS = [
                                  "'varient'; did you mean 'variant'? (bindings string line 1)"),
     ("attenshun.variant='ring'", "No configurable matching 'attenshun'; did you mean "
                                  "'attention'? (bindings string line 1)"),
+    ("foo.bar=1", "No configurable matching 'foo'; valid configurables: run, mesh, attention, "
+                  "model, video, optimizer, sampler, profiler, aot (bindings string line 1)"),
+    ("run.stepz=3", "Configurable 'run' doesn't have a parameter named 'stepz'; did you mean "
+                    "'steps'? (bindings string line 1)"),
+    ("sampler.zzz=1", "Configurable 'sampler' doesn't have a parameter named 'zzz'; valid "
+                      "parameters: denoising_steps, guidance_scale, shift (bindings string line 1)"),
     ("run.steps=%UNDEFINED", "run.steps=%UNDEFINED: macro UNDEFINED is not defined; define it "
                              "with a binding 'UNDEFINED = value' (bindings string line 1)"),
     ("import pwn", "gin 'import pwn' is refused: only the project's own modules (harness.*) may "
