@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 from typing import Any, Sequence
 
 from gin import config_parser
@@ -10,6 +11,8 @@ from gin import config_parser
 # The harness's gin refuses `import` of anything else too; read statically, an import would only
 # be skipped here and then run by the harness.
 PROJECT_PACKAGE = "harness"
+_BAD_TOKEN = re.compile(r"Failed to parse token '(.*)'")
+_BARE_WORD = re.compile(r"[A-Za-z_][\w.\-]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,16 @@ def find_file(name: str, search_paths: Sequence[pathlib.Path]) -> pathlib.Path |
   return None
 
 
+def _parse_error(err: Exception, origin: str) -> str:
+  """One line for gin text that does not parse; a bare word gets 'strings need quotes'."""
+  token = _BAD_TOKEN.search(str(err))
+  if isinstance(err, SyntaxError) and token and _BARE_WORD.fullmatch(token.group(1)):
+    return (f"{origin}, line {err.lineno}: strings need quotes: write {token.group(1)!r}, "
+            f"not {token.group(1)}")
+  first = str(err).splitlines()[0] if str(err) else type(err).__name__
+  return f"{origin}: cannot parse gin ({first})"
+
+
 def read_bindings(path: pathlib.Path, search_paths: Sequence[pathlib.Path] = (),
                   macros: dict[str, Any] | None = None) -> dict[str, Any]:
   """Bindings `[scope/]selector.param -> value` of a file and its includes, later wins."""
@@ -89,8 +102,7 @@ def parse_bindings(text: str, origin: str, search_paths: Sequence[pathlib.Path] 
   try:
     statements = list(config_parser.ConfigParser(text, _Delegate()))
   except Exception as err:  # gin raises SyntaxError / tokenize errors on malformed text
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    raise ValueError(f"{origin}: cannot parse gin ({first})") from None
+    raise ValueError(_parse_error(err, origin)) from None
   for st in statements:
     if isinstance(st, config_parser.ImportStatement):
       _check_import(st, origin)

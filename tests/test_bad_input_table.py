@@ -227,12 +227,14 @@ GRID = "sweep.grid = {'attention.num_chunks': [1]}\n"
      "sweep.hardware entry 'v5p-8': expected a dict with keys from name, tpu_type, num_slices, "
      "gin, bindings"),
     (GRID + "sweep.bindings = 3", ["--dry_run"], "sweep.bindings=3: expected a list"),
+    ("sweep.grid = {'attention.variant': [\n    ring]}\n", ["--dry_run"],
+     "{exp}, line 2: strings need quotes: write 'ring', not ring"),
     (GRID + "sweep.hardware = {'tpu_type': 'v5p-8'}",
      ["--backend", "xpk", "--cluster", "c", "--docker_image", "i", "--xpk", "/nonexistent/xpk",
       "--no_progress"],
      "--xpk=/nonexistent/xpk: no such executable (pip install xpk==1.16.0 in its own "
      "virtualenv and pass its path)"),
-], ids=["include-missing", "hardware-not-dict", "bindings-not-list", "xpk-missing"])
+], ids=["include-missing", "hardware-not-dict", "bindings-not-list", "unquoted", "xpk-missing"])
 def test_launcher_mistakes(capsys, tmp_path, body, flags, message):
   exp = _experiment(tmp_path, body)
   rc = launch_cli(["--experiment", exp, "--skip_binding_check",
