@@ -7,7 +7,6 @@ import jax
 from jax.sharding import Mesh
 
 from harness import mesh_axes
-from harness.suggest import did_you_mean
 from harness.attention import dense
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
@@ -15,6 +14,7 @@ from harness.attention import layout
 from harness.attention import ring
 from harness.attention import ulysses
 from harness.attention import ulysses_ring
+from harness.suggest import did_you_mean
 
 VARIANTS = ("dense", "ulysses", "ring", "ulysses_ring")
 RING_VARIANTS = ("ring", "ulysses_ring")
