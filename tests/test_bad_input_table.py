@@ -90,7 +90,8 @@ DRY_RUN_ROWS = [
     ("video.frames=6", "video.frames=6: must be 4k+1 (e.g. 5, 17, 81)"),
     ("video.height=60", "video.height=60: must be a multiple of 16"),
     ("model.dim=250", "model.dim=250 is not a multiple of model.num_heads=16"),
-    ("model.dtype='float16'", "model.dtype='float16': choose 'float32' or 'bfloat16'"),
+    ("model.dtype='float16'", "model.dtype='float16': choose 'float32' or 'bfloat16'; did you "
+                              "mean 'bfloat16'?"),
     ("model.num_heads=0", "model.num_heads=0: must be a positive integer"),
     ("model.dim=0", "model.dim=0: must be a positive integer"),
     ("model.patch=(1, 0, 2)", f"model.patch=(1, 0, 2): {PATCH_RULE}"),

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness.suggest import did_you_mean
+
 # The Wan VAE compresses time by 4 (keeping the first frame) and space by 8.
 VAE_TIME_STRIDE = 4
 VAE_SPACE_STRIDE = 8
+DTYPES = ("float32", "bfloat16")
 
 
 def _check_positive_int(binding: str, value: object) -> None:
@@ -69,8 +72,9 @@ class DiTConfig:
     if self.num_layers < 1:
       raise ValueError(f"model.num_layers={self.num_layers}: must be >= 1")
     for name in ("dtype", "param_dtype"):
-      if getattr(self, name) not in ("float32", "bfloat16"):
-        raise ValueError(f"model.{name}={getattr(self, name)!r}: choose 'float32' or 'bfloat16'")
+      if getattr(self, name) not in DTYPES:
+        raise ValueError(f"model.{name}={getattr(self, name)!r}: choose 'float32' or 'bfloat16'"
+                         f"{did_you_mean(getattr(self, name), DTYPES)}")
 
   @property
   def head_dim(self) -> int:
