@@ -256,3 +256,19 @@ def test_launcher_flag_mistakes(capsys, tmp_path, flags, message):
     launch_cli(["--experiment", _experiment(tmp_path, GRID), *flags])
   assert info.value.code == 2
   assert capsys.readouterr().err.splitlines()[-1] == f"python -m launch: error: {message}"
+
+
+def _bad_input_rows(path: pathlib.Path, heading: str) -> list[str]:
+  """The table rows under `heading` (up to the next heading of any level)."""
+  text = path.read_text().split(f"\n{heading}\n", 1)[1]
+  section = text.split("\n#", 1)[0]
+  return [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+
+
+def test_readme_and_reliability_doc_list_the_same_mistakes_with_existing_tests():
+  rows = _bad_input_rows(REPO / "README.md", "### Bad input")
+  assert len(rows) > 50  # the table was found
+  assert rows == _bad_input_rows(REPO / "docs" / "reliability.md", "## Bad input")
+  for row in rows:
+    tests = row.rstrip(" |").rsplit("|", 1)[1].replace(",", " ").split()
+    assert tests and all((REPO / "tests" / t).is_file() for t in tests), row
