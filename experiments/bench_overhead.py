@@ -23,12 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from harness import benchmark, config, run  # noqa: E402
-from harness.context import RunContext  # noqa: E402
 from harness.execute import _step_logger  # noqa: E402
 from harness.metrics import MetricsWriter  # noqa: E402
+from harness.phases import PhaseContext, StopRequested, train  # noqa: E402
 from harness.profiler_window import ProfilerWindow  # noqa: E402
 from harness.steps import build_program  # noqa: E402
-from harness.train import train  # noqa: E402
 
 
 def bare_round(program, setup, mesh, steps: int) -> list[float]:
@@ -41,7 +40,8 @@ def harness_round(program, cfgs, mesh, steps: int, out_dir: str) -> list[float]:
   """Step times as the harness's train loop measures and records them."""
   writer = MetricsWriter(pathlib.Path(out_dir), enabled=True)
   window = ProfilerWindow(out_dir, enabled=False, start_step=0, num_steps=1)
-  ctx = RunContext(cfgs.run, mesh, window, _step_logger(writer, cfgs, 1, 1.0, "perf"))
+  ctx = PhaseContext(cfgs.run, mesh, window, _step_logger(writer, 1, 1.0, "perf"),
+                     StopRequested())
   try:
     phase = train(ctx, program, cfgs.setup, None)
   finally:

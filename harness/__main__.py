@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
+
+# Write errors that are the machine's or the user's, not a bug: one line, no traceback.
+_IO_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
 
 
 def parse_flags(argv: list[str]) -> argparse.Namespace:
@@ -35,13 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     print("error: give at least one --gin_file (e.g. --gin_file=gin/quickstart.gin)",
           file=sys.stderr)
     return 2
-  from harness import run
-  from harness.loop import NanError
+  from harness import run  # after logging is set up: importing JAX logs
+  from harness.execute import PeerFailure
+  from harness.phases import NanError
   try:
     run.main(flags.gin_file, flags.gin_bindings, flags.gin_search_paths, flags.dry_run)
   except NanError as err:
     print(f"error: {err}", file=sys.stderr)
     return 3
+  except PeerFailure as err:
+    # Exit at once: with a peer gone, JAX's shutdown barrier at exit would abort.
+    sys.stdout.flush()
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    os._exit(4)  # pylint: disable=protected-access
+  except OSError as err:
+    if err.errno not in _IO_ERRORS:
+      raise
+    print(f"error: cannot write {err.filename or 'the run folder'}: {err.strerror}",
+          file=sys.stderr)
+    return 2
   except ValueError as err:  # user mistakes: one line, no traceback
     # gin appends "In call to configurable ..." on further lines; the first line says it all.
     print(f"error: {(str(err).splitlines() or [type(err).__name__])[0]}", file=sys.stderr)

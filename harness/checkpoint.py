@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import pathlib
 import sys
@@ -9,6 +10,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -16,28 +18,33 @@ log = logging.getLogger(__name__)
 
 
 class Checkpointer:
-  """Saves every `every` steps (and on request); restores the newest complete checkpoint."""
+  """Saves every `every` steps (and on request); restores the newest readable checkpoint.
 
-  def __init__(self, directory: pathlib.Path, every: int, keep: int = 3, fresh: bool = False):
+  Each save records the run's fingerprint and a checksum of the state in orbax's step metadata,
+  so a checkpoint of another config is refused and one whose bytes changed on disk is detected
+  and skipped in favour of the previous one.
+  """
+
+  def __init__(self, directory: pathlib.Path, every: int, keep: int = 3,
+               fingerprint: str | None = None, read_only: bool = False):
     self.every = every
     self.directory = directory
-    if jax.process_index() == 0:
-      self._tidy(fresh)
+    self.fingerprint = fingerprint
+    self.read_only = read_only
+    if jax.process_index() == 0 and not read_only:
+      self._report_partial()
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoint directory ready")
     self._mngr = ocp.CheckpointManager(
         directory.resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                             create=True, cleanup_tmp_directories=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else keep, enable_async_checkpointing=True,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only, read_only=read_only),
         item_handlers=ocp.StandardCheckpointHandler())  # so item_metadata can read shapes
 
-  def _tidy(self, fresh: bool) -> None:
-    directory = self.directory
-    if fresh and directory.exists() and any(directory.iterdir()):
-      aside = directory.with_name(f"{directory.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-      directory.rename(aside)
-      log.warning("run.resume=False: earlier checkpoints kept in %s", aside)
-    for partial in sorted(directory.glob("*.orbax-checkpoint-tmp*")):
+  def _report_partial(self) -> None:
+    for partial in sorted(self.directory.glob("*.orbax-checkpoint-tmp*")):
       # A save cut short (e.g. SIGKILL) is never renamed to its step; orbax ignores it and
       # (cleanup_tmp_directories) deletes it below, so a resumed run leaves no partial behind.
       log.warning("skipping incomplete checkpoint %s", partial)
@@ -45,25 +52,72 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
+  def steps(self) -> list[int]:
+    return sorted(self._mngr.all_steps(), reverse=True)
+
   def restore(self, abstract_state: Any) -> tuple[Any, int]:
-    """The newest complete checkpoint restored onto the abstract state's shardings."""
-    step = self._mngr.latest_step()
-    where = self.directory / str(step)
-    mismatch = _first_mismatch(self._mngr.item_metadata(step), abstract_state)
-    if mismatch:
-      raise ValueError(f"run.resume=True: checkpoint {where} was written by another config "
-                       f"({mismatch}); set run.resume=False to start afresh (the old checkpoints "
-                       f"are moved aside) or choose another run.run_name")
-    try:
-      state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except (ValueError, KeyError) as err:  # shapes or tree of another model/optimizer config
-      first = (str(err).splitlines() or [type(err).__name__])[0]
-    else:
+    """The newest checkpoint that reads back intact, restored onto the abstract state's shardings.
+
+    A checkpoint that cannot be read, or whose checksum differs from the one saved with it, is
+    skipped with a warning (and moved to `checkpoints-corrupt/` unless read-only).
+    """
+    problems = []
+    for step in self.steps():
+      where = self.directory / str(step)
+      self._check_config(step, where, abstract_state)
+      try:
+        state = self._restore_verified(step, abstract_state)
+      except _Unreadable as err:
+        log.warning("checkpoint %s is unreadable (%s); trying the previous one", where, err)
+        problems.append(f"{step}: {err}")
+        self._set_aside(step)
+        continue
       log.info("resumed from %s", where)
       return state, step
-    _discard_abandoned_reads()
-    raise ValueError(f"run.resume=True: checkpoint {where} does not fit this config "
-                     f"({first[:160]}); set run.resume=False or choose another run.run_name")
+    raise ValueError(f"run.resume=True: no readable checkpoint in {self.directory} "
+                     f"({'; '.join(problems)[:300]}); set run.resume=False to move the run aside")
+
+  def _check_config(self, step: int, where: pathlib.Path, abstract_state: Any) -> None:
+    stored = self._metadata(step).get("fingerprint")
+    if self.fingerprint and stored and stored != self.fingerprint:
+      raise ValueError(f"run.resume=True: checkpoint {where} was written by another config "
+                       f"(fingerprint {stored}, this config {self.fingerprint}); set "
+                       f"run.resume=False to move the run aside or choose another run.run_name")
+    try:
+      mismatch = _first_mismatch(self._mngr.item_metadata(step), abstract_state)
+    except Exception:  # pylint: disable=broad-except
+      mismatch = None  # unreadable metadata: the restore below decides
+    if mismatch:
+      raise ValueError(f"run.resume=True: checkpoint {where} was written by another config "
+                       f"({mismatch}); set run.resume=False to start afresh (the old run is "
+                       f"moved aside) or choose another run.run_name")
+
+  def _metadata(self, step: int) -> dict:
+    try:
+      return dict(self._mngr.metadata(step).custom_metadata or {})
+    except Exception:  # pylint: disable=broad-except
+      return {}
+
+  def _restore_verified(self, step: int, abstract_state: Any) -> Any:
+    try:
+      state = self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as err:  # pylint: disable=broad-except  # any failure to read it back
+      _discard_abandoned_reads()
+      raise _Unreadable((str(err).splitlines() or [type(err).__name__])[0][:160]) from None
+    expected = self._metadata(step).get("checksum")
+    if expected is not None and checksum(state) != expected:
+      raise _Unreadable("its bytes differ from what was saved (checksum mismatch)")
+    return state
+
+  def _set_aside(self, step: int) -> None:
+    if self.read_only or jax.process_index() != 0:
+      return
+    aside = self.directory.with_name(self.directory.name + "-corrupt")
+    aside.mkdir(exist_ok=True)
+    source = self.directory / str(step)
+    if source.exists():
+      source.rename(aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    self._mngr.reload()
 
   def maybe_save(self, step: int, state: Any, force: bool = False) -> bool:
     """Starts an async save of the state after `step` steps when due (or forced)."""
@@ -71,11 +125,40 @@ class Checkpointer:
       return False
     if self._mngr.latest_step() == step:
       return False
-    return self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+    meta = {"fingerprint": self.fingerprint, "checksum": checksum(state)}
+    return self._mngr.save(step, args=ocp.args.StandardSave(state), force=True,
+                           custom_metadata=meta)
 
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+class _Unreadable(Exception):
+  """A checkpoint that does not read back as it was saved."""
+
+
+@jax.jit
+def _checksum_leaves(tree: Any) -> list[jax.Array]:
+  """A position-weighted 32-bit sum of each leaf's bits: catches zeroed and overwritten bytes."""
+  def one(x):
+    x = jnp.asarray(x)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    if x.dtype == jnp.bool_:
+      bits = x.astype(jnp.uint32)
+    else:
+      bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32).reshape(-1)
+    weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + 1
+    return jnp.sum(bits.reshape(-1) * weights, dtype=jnp.uint32)
+  return [one(x) for x in jax.tree.leaves(tree)]
+
+
+def checksum(tree: Any) -> str:
+  """Hex digest of the state's leaf checksums (computed on device, fetched as a few words)."""
+  words = [int(w) for w in jax.device_get(_checksum_leaves(tree))]
+  return hashlib.sha256(",".join(map(str, words)).encode()).hexdigest()[:16]
 
 
 def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:

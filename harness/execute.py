@@ -1,33 +1,35 @@
-"""Runs train or eval mode on a mesh and writes every output of DESIGN.md §3.3."""
+"""One attempt at a run: the phases of the configured mode and every output of DESIGN.md §3.3."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import sys
+from typing import Callable
 
 import jax
 
 from harness import config as config_lib
-from harness import metrics, steps, summary as summary_lib
+from harness import metrics, phases, profiling, run_folder, steps, summary as summary_lib
 from harness.checkpoint import Checkpointer
-from harness.context import RunContext
-from harness.evaluate import denoise
 from harness.flops import step_flops
-from harness.loop import NanError
+from harness.phases import NanError, PhaseContext
 from harness.profiler_window import ProfilerWindow
-from harness.train import train
 
 log = logging.getLogger(__name__)
 
 
-def _step_logger(writer: metrics.MetricsWriter, cfgs, tokens: int, flops: float, prefix: str):
+class PeerFailure(RuntimeError):
+  """A collective failed in a multi-process run: a peer died or lost its connection."""
+
+
+def _step_logger(writer: metrics.MetricsWriter, tokens: int, flops: float, prefix: str):
+  """Per-step records; TensorBoard's perf/ charts hold timed steps, the rest go to untimed/."""
   n_dev = jax.device_count()
 
   def log_step(step: int, dt: float, values: dict, timed: bool) -> None:
     record = {"step": step, "step_time_s": dt, "timed": timed, **values}
-    scalars = {f"{prefix}/step_time_seconds": dt, f"{prefix}/tokens_per_second": tokens / dt,
-               f"{prefix}/per_device_tflops_per_sec": flops / dt / n_dev / 1e12}
+    tag = prefix if timed else f"{prefix}/untimed"
+    scalars = {f"{tag}/step_time_seconds": dt, f"{tag}/tokens_per_second": tokens / dt,
+               f"{tag}/per_device_tflops_per_sec": flops / dt / n_dev / 1e12}
     if "loss" in values:
       scalars["learning/loss"] = values["loss"]
     writer.step(record, scalars)
@@ -35,36 +37,7 @@ def _step_logger(writer: metrics.MetricsWriter, cfgs, tokens: int, flops: float,
   return log_step
 
 
-def _analyze_trace(window, writer, summary: dict) -> None:
-  """Overlap analysis of the newest capture into summary.json, TensorBoard and the console."""
-  if not window.captures:
-    return
-  from harness import profiling
-  try:
-    result = profiling.analyze(window.captures[-1])
-  except ValueError as err:  # an unreadable capture must not lose the run's other outputs
-    log.warning("trace analysis failed: %s", err)
-    summary["trace"] = {"error": str(err)}
-    return
-  summary["trace"] = {k: v for k, v in result.items() if k != "per_step"}
-  writer.scalars(profiling.trace_scalars(result), 0)
-  if writer.enabled:
-    print(profiling.format_table(result))
-
-
-def _final_eval(cfgs, ctx, program, params, writer) -> dict:
-  setup = cfgs.setup
-  flops = _flops(cfgs, "eval")
-  tokens = cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size * 2
-  eval_ctx = dataclasses.replace(
-      ctx, log_step=_step_logger(_EvalOnly(writer), cfgs, tokens, flops, "eval"))
-  phase = denoise(eval_ctx, program, setup, params, setup.sampler.denoising_steps,
-                  desc="final eval")
-  return {"step_time_s": metrics.time_stats(phase.times_s), "compile_time_s": phase.compile_time_s,
-          "denoising_steps": phase.steps_run, "final_metrics": phase.last_metrics}
-
-
-class _EvalOnly:
+class _TensorBoardOnly:
   """Sends final-eval steps to TensorBoard only (metrics.jsonl holds the main phase)."""
 
   def __init__(self, writer):
@@ -75,43 +48,74 @@ class _EvalOnly:
     self._writer.scalars(scalars, record["step"])
 
 
-def _flops(cfgs, mode: str) -> float:
-  return step_flops(cfgs.model, cfgs.video, cfgs.run.batch_size, mode)
+def _analyze_trace(window, writer, extra: dict) -> None:
+  """Overlap analysis of the newest capture into the summary, TensorBoard and the console."""
+  if not window.captures:
+    return
+  try:
+    result = profiling.analyze(window.captures[-1])
+  except ValueError as err:  # an unreadable capture must not lose the run's other outputs
+    log.warning("trace analysis failed: %s", err)
+    extra["trace"] = {"error": str(err)}
+    return
+  extra["trace"] = {k: v for k, v in result.items() if k != "per_step"}
+  writer.scalars(profiling.trace_scalars(result), 0)
+  if writer.enabled:
+    print(profiling.format_table(result))
 
 
-def _open_outputs(cfgs, is_main: bool):
-  """Run folder, checkpointer (train mode) and metrics writer; config.gin written first."""
-  run_dir = cfgs.run_dir
-  try:  # every process writes its part of each checkpoint here
-    run_dir.mkdir(parents=True, exist_ok=True)
-  except OSError as err:
-    raise ValueError(f"run.output_dir={cfgs.run.output_dir!r}: cannot create {run_dir} "
-                     f"({err.strerror})") from None
-  # In train mode checkpoints are always possible: every N steps, and on SIGTERM even when N=0.
-  ckpt = (Checkpointer(run_dir / "checkpoints", cfgs.run.checkpoint_every,
-                       fresh=not cfgs.run.resume) if cfgs.run.mode == "train" else None)
-  resume_step = (ckpt.latest_step() or 0) if ckpt is not None else 0
-  writer = metrics.MetricsWriter(run_dir, enabled=is_main, resume_step=resume_step)
-  operative = config_lib.operative_config()
-  if is_main:
-    (run_dir / "config.gin").write_text(operative)
-    writer.text("config/operative_gin", operative)
-  return ckpt, writer
+def _tokens(cfgs, mode: str) -> int:
+  return cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size * (2 if mode == "eval" else 1)
 
 
-def _run_phases(cfgs, ctx, program, ckpt, writer):
+def _logger(cfgs, writer, mode: str, prefix: str):
+  flops = step_flops(cfgs.model, cfgs.video, cfgs.run.batch_size, mode)
+  return _step_logger(writer, _tokens(cfgs, mode), flops, prefix)
+
+
+def _final_eval(cfgs, ctx: PhaseContext, program, params, writer) -> tuple[dict, bool]:
+  """(summary entry, stopped early) of one timed sample after training."""
+  eval_ctx = PhaseContext(ctx.run, ctx.mesh, ctx.window,
+                          _logger(cfgs, _TensorBoardOnly(writer), "eval", "eval"), ctx.stop)
+  setup = cfgs.setup
+  phase = phases.denoise(eval_ctx, program, setup, params, setup.sampler.denoising_steps,
+                         desc="final eval")
+  entry = {"step_time_s": metrics.time_stats(phase.times_s),
+           "compile_time_s": phase.compile_time_s, "denoising_steps": phase.steps_run,
+           "final_metrics": phase.last_metrics}
+  return entry, phase.stopped_early
+
+
+def _eval_params(cfgs, program, mesh, claim):
+  """Eval of a trained run restores its newest intact checkpoint; else fresh weights."""
+  if claim.source_dir is None:
+    return program.init(cfgs.run.seed)[0]
+  ckpt = Checkpointer(claim.source_dir / "checkpoints", 0, read_only=True,
+                      fingerprint=None)
+  if ckpt.latest_step() is None:
+    raise ValueError(f"run.mode='eval': {claim.source_dir} holds a train run without "
+                     f"checkpoints (run.checkpoint_every=0); nothing to evaluate")
+  params, opt_state = steps.abstract_train_args(program, cfgs.setup, mesh)[:2]
+  state, step = ckpt.restore({"params": params, "opt_state": opt_state})
+  print(f"evaluating the checkpoint of step {step} in {claim.source_dir}", flush=True)
+  claim.record.setdefault("source", {})["checkpoint_step"] = step
+  return state["params"]
+
+
+def _run_phases(cfgs, ctx: PhaseContext, program, ckpt, writer, claim):
   """(phase, status, error, extra summary entries) of the configured mode."""
   phase, status, error, extra = None, "ok", None, {}
   try:
     with ctx.window:
       if cfgs.run.mode == "train":
-        phase = train(ctx, program, cfgs.setup, ckpt)
-        if cfgs.run.final_eval and phase.state is not None and not phase.stopped_early:
-          extra["eval"] = _final_eval(cfgs, ctx, program, phase.state[0], writer)
+        phase = phases.train(ctx, program, cfgs.setup, ckpt)
+        if cfgs.run.final_eval and not phase.stopped_early:
+          extra["eval"], stopped = _final_eval(cfgs, ctx, program, phase.state[0], writer)
+          phase.stopped_early |= stopped
       else:
-        params, _ = program.init(cfgs.run.seed)
-        phase = denoise(ctx, program, cfgs.setup, params, cfgs.run.steps)
-      status = "preempted" if phase.stopped_early else "ok"
+        phase = phases.denoise(ctx, program, cfgs.setup, _eval_params(cfgs, program, ctx.mesh,
+                                                                       claim), cfgs.run.steps)
+      status = "preempted" if phase.stopped_early or ctx.stop.requested else "ok"
   except NanError as err:
     status, error = "nan", _nan_message(err, cfgs)
   except jax.errors.JaxRuntimeError as err:
@@ -125,36 +129,107 @@ def _run_phases(cfgs, ctx, program, ckpt, writer):
   return phase, status, error, extra
 
 
-def execute(cfgs, mesh) -> dict:
-  """Runs the configured mode; writes outputs (process 0) even when the run fails."""
+def _open_outputs(cfgs, claim, is_main: bool, first_step: int):
+  """The metrics writer (continuing metrics.jsonl from `first_step`); config.gin written."""
+  writer = metrics.MetricsWriter(claim.run_dir, enabled=is_main, resume_step=first_step)
+  operative = config_lib.operative_config()
+  if is_main:
+    (claim.run_dir / "config.gin").write_text(operative)
+    writer.text("config/operative_gin", operative)
+  return writer
+
+
+def _first_step(ckpt: Checkpointer | None) -> int:
+  return (ckpt.latest_step() or 0) if ckpt is not None else 0
+
+
+def execute(cfgs, mesh, claim, stop) -> dict:
+  """Runs the configured mode in the claimed folder; writes outputs (process 0) even on failure."""
   is_main = jax.process_index() == 0
-  ckpt, writer = _open_outputs(cfgs, is_main)
-  mode = cfgs.run.mode
-  tokens = cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size * (2 if mode == "eval" else 1)
+  ckpt = None
+  if cfgs.run.mode == "train":
+    # Checkpoints are always possible in train mode: every N steps, and on SIGTERM even when N=0.
+    ckpt = Checkpointer(claim.run_dir / "checkpoints", cfgs.run.checkpoint_every,
+                        fingerprint=claim.record.get("fingerprint"))
   p = cfgs.profiler
-  window = ProfilerWindow(str(cfgs.run_dir / "tensorboard"), enabled=p.enabled,
+  window = ProfilerWindow(str(claim.run_dir / "tensorboard"), enabled=p.enabled,
                           start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
                           process_index=jax.process_index())
-  ctx = RunContext(cfgs.run, mesh, window,
-                   _step_logger(writer, cfgs, tokens, _flops(cfgs, mode), "perf"))
   program = steps.build_program(cfgs.setup, mesh)
-  phase, status, error, extra = _run_phases(cfgs, ctx, program, ckpt, writer)
-  summary = summary_lib.build_summary(cfgs, mesh, phase, steps.count_params(
-      program.abstract_params), status, error)
-  summary.update(extra)
-  _analyze_trace(window, writer, summary)
+  writer = _open_outputs(cfgs, claim, is_main, _first_step(ckpt))
+  ctx = PhaseContext(cfgs.run, mesh, window, _logger(cfgs, writer, cfgs.run.mode, "perf"), stop)
+  try:
+    phase, status, error, extra = _run_phases(cfgs, ctx, program, ckpt, writer, claim)
+    _analyze_trace(window, writer, extra)
+  finally:
+    writer.close()
+  summary = summary_lib.build_run_summary(cfgs, mesh, claim, phase, steps.count_params(
+      program.abstract_params), status, error, extra)
   if is_main:
-    metrics.write_json_atomic(cfgs.run_dir / "summary.json", summary)
-    print(summary_lib.console_report(summary, cfgs.run_dir))
-  writer.close()
+    metrics.write_json_atomic(claim.run_dir / "summary.json", summary)
+    _record_progress(cfgs, claim, phase, summary)
+    print(summary_lib.console_report(summary, claim.run_dir))
   if status == "nan":
     raise NanError(error)
   if status == "failed":
-    _exit_without_peer(error)
-  if status == "preempted":
+    raise PeerFailure(error)
+  if status == "preempted" and cfgs.run.mode == "train":
     stopped = phase.first_step + phase.steps_run  # the checkpoint's step, counting resumed runs
     print(f"stopped by SIGTERM after step {stopped}; checkpoint saved, exiting cleanly")
+  elif status == "preempted":
+    print(f"stopped by SIGTERM after {phase.steps_run if phase else 0} steps, exiting cleanly")
   return summary
+
+
+def _record_progress(cfgs, claim, phase, summary: dict) -> None:
+  if phase is not None and cfgs.run.mode == "train":
+    claim.progress["steps"] = phase.first_step + phase.steps_run
+  elif phase is not None and summary["status"] == "ok":
+    claim.progress["steps"] = phase.steps_run
+  if cfgs.run.mode == "train" and summary.get("eval", {}).get("step_time_s", {}).get("n"):
+    claim.progress["final_eval"] = 1
+
+
+def attempt(claim, body: Callable[[], dict], lock_handle) -> dict:
+  """Runs one attempt and records how it ended in run.json, also when it raises."""
+  try:
+    result = body()
+  except BaseException as err:
+    status = {NanError: "nan", PeerFailure: "failed"}.get(type(err), "error")
+    if isinstance(err, KeyboardInterrupt):
+      status = "interrupted"
+    message = (str(err).splitlines() or [type(err).__name__])[0]
+    if status in ("error", "interrupted"):  # nan and failed runs wrote a full summary already
+      _write_failure(claim, status, message)
+    _end(claim, status, message)
+    raise
+  else:
+    _end(claim, result.get("status", "ok") if isinstance(result, dict) else "ok",
+         result.get("error") if isinstance(result, dict) else None)
+    return result
+  finally:
+    if lock_handle is not None:
+      lock_handle.close()
+
+
+def _write_failure(claim, status: str, message: str) -> None:
+  """summary.json of an attempt that ended in an exception (the last one is archived)."""
+  if not claim.record.get("attempts"):
+    return  # not process 0, or refused before the attempt began: nothing is written
+  failure = {"status": status, "error": message, "mode": claim.record.get("mode"),
+             "fingerprint": claim.record.get("fingerprint"), "attempt": claim.attempt}
+  try:
+    metrics.write_json_atomic(claim.run_dir / "summary.json", failure)
+  except OSError as err:
+    log.warning("cannot write %s: %s", claim.run_dir / "summary.json", err.strerror)
+
+
+def _end(claim, status: str, error: str | None) -> None:
+  if claim.record.get("attempts") and claim.record["attempts"][-1].get("status") == "running":
+    try:
+      run_folder.end_attempt(claim, status, error)
+    except run_folder.RunFolderError as err:  # e.g. a full disk: the original error matters more
+      log.warning("%s", err)
 
 
 def _nan_message(err: Exception, cfgs) -> str:
@@ -168,10 +243,3 @@ def _peer_message(err: Exception) -> str:
   first = (str(err).splitlines() or [type(err).__name__])[0]
   return (f"a collective failed in a {jax.process_count()}-process run (a peer process died or "
           f"lost its connection): {first}")
-
-
-def _exit_without_peer(error: str) -> None:
-  """Exits with code 4 at once: with a peer gone, JAX's shutdown barrier at exit would abort."""
-  sys.stdout.flush()
-  print(f"error: {error}", file=sys.stderr, flush=True)
-  os._exit(4)

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import pathlib
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def time_stats(times_s: list[float]) -> dict[str, float]:
@@ -18,23 +22,54 @@ def time_stats(times_s: list[float]) -> dict[str, float]:
           "p90": float(np.percentile(arr, 90)), "n": int(arr.size)}
 
 
+def finite_or_none(obj: Any) -> Any:
+  """The same structure with NaN and Inf floats as None: JSON has no NaN."""
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: finite_or_none(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [finite_or_none(v) for v in obj]
+  return obj
+
+
 def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-  """Writes via a temporary file and rename so readers never see half a file."""
+  """Writes strict JSON via a temporary file and rename so readers never see half a file."""
   tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    f.write("\n")
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(finite_or_none(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
+      f.write("\n")
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def read_records(path: pathlib.Path) -> list[dict]:
+  """metrics.jsonl's records; a torn or garbled line is dropped with a warning naming the file."""
+  if not path.exists():
+    return []
+  records = []
+  for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      int(record["step"])
+    except (ValueError, KeyError, TypeError):
+      log.warning("%s: dropping unreadable line %d (a write cut short?)", path, number)
+      continue
+    records.append(record)
+  return records
 
 
 def _keep_steps_below(path: pathlib.Path, step: int) -> None:
   """On resume from `step`, drops records of steps that will run again (none on a fresh run)."""
   if not path.exists():
     return
-  kept = [ln for ln in path.read_text().splitlines()
-          if ln.strip() and step > 0 and json.loads(ln)["step"] < step]
+  kept = [r for r in read_records(path) if step > 0 and r["step"] < step]
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(ln + "\n" for ln in kept))
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
   os.replace(tmp, path)
 
 
@@ -57,7 +92,7 @@ class MetricsWriter:
   def step(self, record: dict[str, Any], scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
-    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.write(json.dumps(finite_or_none(record)) + "\n")
     self._jsonl.flush()
     for tag, value in scalars.items():
       self._tb.add_scalar(tag, value, record["step"])

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 
 import jax
 
@@ -57,6 +59,55 @@ def build_summary(cfgs, mesh, phase, params: int, status: str, error: str | None
       "final_metrics": phase.last_metrics if phase else {},
       **versions.environment(),
   }
+
+
+def read_json(path: pathlib.Path) -> dict | None:
+  """A JSON object written earlier, or None if missing or unreadable."""
+  try:
+    value = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  return value if isinstance(value, dict) else None
+
+
+def build_run_summary(cfgs, mesh, claim, phase, params: int, status: str, error: str | None,
+                      extra: dict) -> dict:
+  """The summary of every segment of the run so far: timed steps from metrics.jsonl.
+
+  A continued run's earlier segments are in metrics.jsonl (each step once, each flagged timed or
+  not when it ran), so the statistics cover them all; what this attempt did not produce (the
+  final eval, a trace) is carried over from the previous summary.
+  """
+  summary = build_summary(cfgs, mesh, phase, params, status, error)
+  if cfgs.run.mode == "train" and phase is not None:
+    records = metrics.read_records(claim.run_dir / "metrics.jsonl")
+    times = [r["step_time_s"] for r in records if r.get("timed")]
+    summary["step_time_s"] = metrics.time_stats(times)
+    summary["step_times_s"] = times
+    summary["steps_completed"] = phase.first_step + phase.steps_run
+    _set_throughput(summary, cfgs)
+  previous = read_json(claim.run_dir / "summary.json") or {}
+  if previous.get("fingerprint") == claim.record.get("fingerprint"):
+    for key in ("eval", "trace"):
+      if key in previous and key not in extra:
+        summary[key] = previous[key]
+    if not summary.get("compile_time_s"):
+      summary["compile_time_s"] = previous.get("compile_time_s")
+  summary.update(extra)
+  summary.update(fingerprint=claim.record.get("fingerprint"), attempt=claim.attempt,
+                 first_step=phase.first_step if phase is not None else 0)
+  if claim.record.get("source"):
+    summary["source"] = dict(claim.record["source"], run_dir=str(claim.source_dir))
+  return summary
+
+
+def _set_throughput(summary: dict, cfgs) -> None:
+  med, n_dev = summary["step_time_s"]["median"], summary["devices"]["count"]
+  ok = med == med and med > 0
+  tokens = cfgs.model.num_tokens(cfgs.video) * cfgs.run.batch_size
+  summary["tokens_per_second"] = tokens / med if ok else None
+  summary["per_device_tflops_per_sec"] = (summary["flops_per_step"] / med / n_dev / 1e12
+                                          if ok else None)
 
 
 def console_report(summary: dict, run_dir) -> str:

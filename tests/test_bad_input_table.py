@@ -21,7 +21,7 @@ import pytest
 
 from harness import __main__ as harness_cli
 from harness import config as config_lib
-from harness import run, steps
+from harness import run, run_folder, steps
 from harness.checkpoint import Checkpointer
 from launch.__main__ import main as launch_cli
 
@@ -180,15 +180,38 @@ def _save_zero_checkpoint(run_dir: pathlib.Path, bindings: list[str]) -> None:
   gin.clear_config()
 
 
+def _write_run_record(run_dir: pathlib.Path, bindings: list[str]) -> None:
+  """The run.json a quickstart run under `bindings` leaves (its identity; no attempt ended)."""
+  config_lib.parse([QUICK.split("=", 1)[1]], bindings)
+  cfgs = run.load_configs()
+  claim = run_folder.claim(run_dir, run.identity(cfgs), "train",
+                           run._placement(cfgs, run.build_mesh(cfgs.mesh)), {"steps": 4}, True)
+  run_folder.save_record(claim)
+  gin.clear_config()
+
+
+def test_resume_with_another_config(capsys, tmp_path):
+  run_dir = tmp_path / "quickstart"
+  _write_run_record(run_dir, ["model.num_layers=1", "optimizer.learning_rate=0.1"])
+  argv = [QUICK, f"--gin_bindings=run.output_dir='{tmp_path}'", "--gin_bindings=run.steps=4",
+          "--gin_bindings=profiler.enabled=False"]
+  assert _harness_error(capsys, argv) == (
+      f"{run_dir} holds a run of another config (model.num_layers: 1 there, 2 here; "
+      "optimizer.learning_rate: 0.1 there, 0.003 here); choose another run.run_name, or set "
+      "run.resume=False to move that run aside")
+  assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "run.json"]  # nothing written
+
+
 def test_resume_from_a_checkpoint_of_another_model(capsys, tmp_path):
   run_dir = tmp_path / "quickstart"
+  _write_run_record(run_dir, ["profiler.enabled=False"])
   _save_zero_checkpoint(run_dir, ["model.num_layers=1"])
   argv = [QUICK, f"--gin_bindings=run.output_dir='{tmp_path}'", "--gin_bindings=run.steps=4",
           "--gin_bindings=profiler.enabled=False"]
   assert _harness_error(capsys, argv) == (
       f"run.resume=True: checkpoint {run_dir}/checkpoints/3 was written by another config "
       "(params/blocks/cross_attn/k/bias/value has shape (1, 256) there, (2, 256) here); "
-      "set run.resume=False to start afresh (the old checkpoints are moved aside) or choose "
+      "set run.resume=False to start afresh (the old run is moved aside) or choose "
       "another run.run_name")
 
 

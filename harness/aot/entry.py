@@ -31,7 +31,8 @@ def step_and_args(cfgs: Any, mesh, step: str) -> tuple[Callable, tuple]:
   return program.denoise_step, steps.abstract_denoise_args(program, setup, mesh)
 
 
-def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None) -> dict:
+def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None,
+                 out_dir: str | os.PathLike | None = None, extra: dict | None = None) -> dict:
   """Builds the mesh on the topology's devices, compiles the step, writes aot.json; returns it."""
   _prefer_cpu_backend()
   aot = aot or aot_config()
@@ -40,7 +41,7 @@ def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None) 
   from harness import run as run_lib  # pylint: disable=g-import-not-at-top
   run_lib.validate(cfgs, mesh)
   fn, args = step_and_args(cfgs, mesh, aot.step)
-  out_dir = str(cfgs.run_dir)
+  out_dir = str(out_dir or cfgs.run_dir)
   os.makedirs(out_dir, exist_ok=True)
   report = run_aot(fn, args, topology=topology, flags=aot.libtpu_flags, out_dir=out_dir,
                    step_kind=aot.step, print_table=False)
@@ -48,6 +49,7 @@ def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None) 
                          "num_chunks": cfgs.attention.num_chunks, "kernel": cfgs.attention.kernel,
                          "pipelined_projections": cfgs.attention.pipelined_projections}
   report["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
+  report.update(extra or {})
   from harness.aot import report as report_lib  # pylint: disable=g-import-not-at-top
   report_lib.write_report(report, out_dir)
   with open(os.path.join(out_dir, "config.gin"), "w") as f:
