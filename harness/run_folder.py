@@ -222,15 +222,13 @@ def _claim_beside(run_dir, record, ident, mode, placement, target, resume) -> Cl
 
 
 def _check_same_model(run_dir: pathlib.Path, record: dict, ident: dict) -> None:
-  """Eval of a train run: everything but the mode must match the train run's config."""
-  stored = {k: dict(v) for k, v in record.get("identity", {}).items()}
-  here = {k: dict(v) for k, v in ident.items()}
-  for d in (stored, here):
-    d.get("run", {}).pop("mode", None)
-  if identity_lib.fingerprint(stored) != identity_lib.fingerprint(here):
-    diff = identity_lib.differences(stored, here)
-    raise RunFolderError(f"{run_dir} holds a train run of another config ({diff}); eval mode "
-                         f"restores that run's checkpoint only with its config")
+  """Eval of a train run restores its weights: the model must be the train run's."""
+  stored = {"model": record.get("identity", {}).get("model", {})}
+  here = {"model": ident.get("model", {})}
+  if stored != here:
+    raise RunFolderError(f"{run_dir} holds a train run of another model "
+                         f"({identity_lib.differences(stored, here)}); eval mode restores that "
+                         f"run's checkpoint only into the same model")
 
 
 def start_attempt(claim_: Claim, argv: list[str]) -> None:
