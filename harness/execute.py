@@ -111,6 +111,9 @@ def _run_phases(cfgs, ctx: PhaseContext, program, ckpt, writer, claim):
         phase = phases.train(ctx, program, cfgs.setup, ckpt)
         if cfgs.run.final_eval and not phase.stopped_early:
           extra["eval"], stopped = _final_eval(cfgs, ctx, program, phase.state[0], writer)
+          if stopped:  # keep the trained state, so running again repeats only the eval
+            ckpt.maybe_save(phase.first_step + phase.steps_run,
+                            {"params": phase.state[0], "opt_state": phase.state[1]}, force=True)
           phase.stopped_early |= stopped
       else:
         phase = phases.denoise(ctx, program, cfgs.setup, _eval_params(cfgs, program, ctx.mesh,
@@ -173,7 +176,9 @@ def execute(cfgs, mesh, claim, stop) -> dict:
     raise NanError(error)
   if status == "failed":
     raise PeerFailure(error)
-  if status == "preempted" and cfgs.run.mode == "train":
+  if status == "preempted" and not (phase and phase.steps_run):
+    print("stopped by SIGTERM before the first step; nothing to save, exiting cleanly")
+  elif status == "preempted" and cfgs.run.mode == "train":
     stopped = phase.first_step + phase.steps_run  # the checkpoint's step, counting resumed runs
     print(f"stopped by SIGTERM after step {stopped}; checkpoint saved, exiting cleanly")
   elif status == "preempted":

@@ -1,0 +1,102 @@
+"""Run integrity across processes and signals: the folder lock and SIGTERM in every phase."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from test_reliability_runs import Workdir, finish, shared_cache, wait_for
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return shared_cache(tmp_path_factory)
+
+
+def _stdout_has(path, text: str):
+  return lambda: path.exists() and text in path.read_text()
+
+
+def _start_logged(work: Workdir, log_name: str, *bindings: str):
+  """Starts a run whose stdout goes to a file the test can watch."""
+  log = work.cwd.parent / log_name
+  out = open(log, "w")
+  proc = subprocess.Popen(work.command(*bindings), cwd=work.cwd, env=work.env, stdout=out,
+                          stderr=subprocess.PIPE, text=True)
+  return proc, log
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_run_folder_is_refused_and_the_first_finishes(tmp_path, cache):
+  work = Workdir(tmp_path, cache)
+  first = work.start("run.steps=40")
+  wait_for(first, lambda: (work.run_dir / "run.json").exists(), "the first run claimed its folder")
+  second = work.run("run.steps=40")
+  assert second.returncode == 2
+  assert second.stderr.strip().splitlines() == [
+      f"error: out/rel is in use by pid {first.pid} on " + second.stderr.split(" on ", 1)[1]
+      .strip()]
+  assert "wait for it to finish or choose another run.run_name" in second.stderr
+  rc, _, err = finish(first)
+  assert rc == 0, err[-3000:]
+  assert [r["step"] for r in work.records()] == list(range(40))
+  assert work.summary()["status"] == "ok" and work.summary()["steps_run"] == 40
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_final_eval_is_recorded_as_preempted_then_completed(tmp_path, cache):
+  work = Workdir(tmp_path, cache)
+  bindings = ("run.steps=4", "run.final_eval=True", "sampler.denoising_steps=400")
+  proc, log = _start_logged(work, "stdout.txt", *bindings)
+  wait_for(proc, _stdout_has(log, "compiled denoise_step"), "the final eval compiled")
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  rc, _, err = finish(proc)
+  assert rc == 0, err[-3000:]
+  summary = work.summary()
+  assert summary["status"] == "preempted"
+  assert 0 < summary["eval"]["denoising_steps"] < 400
+  # The rerun restores the trained state from the checkpoint saved at the stop and evaluates.
+  again = work.run(*bindings, "sampler.denoising_steps=400")
+  assert again.returncode == 0, again.stderr[-3000:]
+  summary = work.summary()
+  assert summary["status"] == "ok" and summary["eval"]["denoising_steps"] == 400
+  assert summary["steps_run"] == 0 and summary["steps_completed"] == 4
+
+
+@pytest.mark.slow
+def test_sigterm_while_compiling_is_recorded_not_lost(tmp_path, cache):
+  work = Workdir(tmp_path, cache)
+  proc, log = _start_logged(work, "stdout.txt", "run.steps=4", "model.num_layers=3")
+  wait_for(proc, _stdout_has(log, "compiling train_step"), "compilation started", poll_s=0.005)
+  proc.send_signal(signal.SIGTERM)
+  rc, _, err = finish(proc)
+  assert rc == 0, err[-3000:]
+  summary = work.summary()
+  assert summary["status"] == "preempted" and summary["steps_run"] == 0
+  record = json.loads((work.run_dir / "run.json").read_text())
+  assert record["attempts"][-1]["status"] == "preempted"
+  assert log.read_text().strip().splitlines()[-1] == (
+      "stopped by SIGTERM before the first step; nothing to save, exiting cleanly")
+  again = work.run("run.steps=4", "model.num_layers=3")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert work.summary()["status"] == "ok" and work.summary()["steps_completed"] == 4
+
+
+@pytest.mark.slow
+def test_sigterm_in_eval_mode_saves_no_checkpoint_and_says_so(tmp_path, cache):
+  work = Workdir(tmp_path, cache)
+  proc, log = _start_logged(work, "stdout.txt", "run.mode='eval'", "run.steps=2000")
+  wait_for(proc, _stdout_has(log, "compiled denoise_step"), "the eval compiled")
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  rc, _, err = finish(proc)
+  assert rc == 0, err[-3000:]
+  text = log.read_text()
+  assert "checkpoint" not in text.splitlines()[-1]
+  assert text.strip().splitlines()[-1].startswith("stopped by SIGTERM after ")
+  assert work.summary()["status"] == "preempted"
+  assert not (work.run_dir / "checkpoints").exists()
