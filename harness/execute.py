@@ -132,18 +132,14 @@ def _run_phases(cfgs, ctx: PhaseContext, program, ckpt, writer, claim):
   return phase, status, error, extra
 
 
-def _open_outputs(cfgs, claim, is_main: bool, first_step: int):
-  """The metrics writer (continuing metrics.jsonl from `first_step`); config.gin written."""
-  writer = metrics.MetricsWriter(claim.run_dir, enabled=is_main, resume_step=first_step)
+def _open_outputs(cfgs, claim, is_main: bool):
+  """The metrics writer (metrics.jsonl continued once the first step is known); config.gin."""
+  writer = metrics.MetricsWriter(claim.run_dir, enabled=is_main, resume_step=None)
   operative = config_lib.operative_config()
   if is_main:
     (claim.run_dir / "config.gin").write_text(operative)
     writer.text("config/operative_gin", operative)
   return writer
-
-
-def _first_step(ckpt: Checkpointer | None) -> int:
-  return (ckpt.latest_step() or 0) if ckpt is not None else 0
 
 
 def execute(cfgs, mesh, claim, stop) -> dict:
@@ -159,8 +155,9 @@ def execute(cfgs, mesh, claim, stop) -> dict:
                           start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
                           process_index=jax.process_index())
   program = steps.build_program(cfgs.setup, mesh)
-  writer = _open_outputs(cfgs, claim, is_main, _first_step(ckpt))
-  ctx = PhaseContext(cfgs.run, mesh, window, _logger(cfgs, writer, cfgs.run.mode, "perf"), stop)
+  writer = _open_outputs(cfgs, claim, is_main)
+  ctx = PhaseContext(cfgs.run, mesh, window, _logger(cfgs, writer, cfgs.run.mode, "perf"), stop,
+                     begin=writer.start)
   try:
     phase, status, error, extra = _run_phases(cfgs, ctx, program, ckpt, writer, claim)
     _analyze_trace(window, writer, extra)

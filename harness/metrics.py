@@ -76,7 +76,7 @@ def _keep_steps_below(path: pathlib.Path, step: int) -> None:
 class MetricsWriter:
   """Appends per-step records and TensorBoard scalars; a no-op on processes other than 0."""
 
-  def __init__(self, run_dir: pathlib.Path, enabled: bool, resume_step: int = 0):
+  def __init__(self, run_dir: pathlib.Path, enabled: bool, resume_step: int | None = 0):
     self.run_dir = run_dir
     self.enabled = enabled
     self._jsonl = None
@@ -84,14 +84,21 @@ class MetricsWriter:
     if enabled:
       from tensorboardX import SummaryWriter  # TF-free event writer
       run_dir.mkdir(parents=True, exist_ok=True)
-      path = run_dir / "metrics.jsonl"
-      _keep_steps_below(path, resume_step)
-      self._jsonl = open(path, "a")
       self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+    if resume_step is not None:
+      self.start(resume_step)
+
+  def start(self, step: int) -> None:
+    """Continues metrics.jsonl from `step`: records of steps that will run again are dropped."""
+    if self.enabled and self._jsonl is None:
+      path = self.run_dir / "metrics.jsonl"
+      _keep_steps_below(path, step)
+      self._jsonl = open(path, "a")
 
   def step(self, record: dict[str, Any], scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
+    self.start(0)
     self._jsonl.write(json.dumps(finite_or_none(record)) + "\n")
     self._jsonl.flush()
     for tag, value in scalars.items():
@@ -108,6 +115,7 @@ class MetricsWriter:
       self._tb.add_text(tag, "\n".join("    " + ln for ln in text.splitlines()), 0)
 
   def close(self) -> None:
-    if self.enabled:
+    if self._jsonl is not None:
       self._jsonl.close()
+    if self._tb is not None:
       self._tb.close()

@@ -58,6 +58,7 @@ class PhaseContext:
   window: Any  # harness.profiler_window.ProfilerWindow
   log_step: LogStep
   stop: StopRequested
+  begin: Callable[[int], None] = lambda first: None  # the first step this phase will run
 
 
 @dataclasses.dataclass
@@ -184,6 +185,7 @@ def train(ctx: PhaseContext, program, setup, ckpt: Checkpointer | None) -> Phase
   """Runs train steps up to run.steps (continuing a resumed run) and reports their timing."""
   run_cfg = ctx.run
   params, opt_state, first = initial_state(program, setup, ctx.mesh, ckpt, run_cfg.resume)
+  ctx.begin(first)
   if first >= run_cfg.steps:
     log.info("checkpoint at step %d already covers run.steps=%d", first, run_cfg.steps)
     return PhaseResult([], 0.0, {}, 0, state=(params, opt_state), first_step=first)
@@ -218,6 +220,7 @@ def train(ctx: PhaseContext, program, setup, ckpt: Checkpointer | None) -> Phase
 def denoise(ctx: PhaseContext, program, setup, params, num_steps: int,
             desc: str = "eval") -> PhaseResult:
   """Runs `num_steps` denoising steps (restarting from noise every sampler.denoising_steps)."""
+  ctx.begin(0)
   n = setup.sampler.denoising_steps
   sigmas = [float(s) for s in diffusion.sigma_schedule(n, setup.sampler.shift)]
   batch = make_batch_fn(setup.data, ctx.mesh)(0)
