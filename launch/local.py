@@ -6,6 +6,7 @@ import ctypes
 import dataclasses
 import fcntl
 import functools
+import json
 import os
 import pathlib
 import shlex
@@ -86,14 +87,39 @@ def _sigterm_as_exit(signum, frame):  # pylint: disable=unused-argument
   raise SystemExit(128 + signum)
 
 
+def spec_path(results_dir: pathlib.Path, run: Run) -> pathlib.Path:
+  return results_dir / "logs" / f"{run.name}.spec.json"
+
+
+def write_spec(results_dir: pathlib.Path, run: Run) -> None:
+  """Which version of the run (its fingerprint) the outputs in its folder belong to."""
+  path = spec_path(results_dir, run)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps({"run": run.name, "fingerprint": run.fingerprint()}) + "\n")
+  os.replace(tmp, path)
+
+
+def spec_fingerprint(results_dir: pathlib.Path, run: Run) -> str | None:
+  """The fingerprint of the run version last started in its folder, or None."""
+  try:
+    return json.loads(spec_path(results_dir, run).read_text()).get("fingerprint")
+  except (OSError, ValueError, AttributeError):
+    return None
+
+
 def execute(run: Run, cmd: Sequence[str], results_dir: pathlib.Path,
-            timeout_s: float | None) -> dict:
-  """Runs one harness process to the end and returns its results.jsonl record."""
+            timeout_s: float | None, fresh: bool = False) -> dict:
+  """Runs one harness process to the end and returns its results.jsonl record.
+
+  The harness keeps its run folder's identity: a run already complete is left as it is (its
+  summary is read back), and `fresh` moves an older version's outputs aside first.
+  """
   log = results_dir / "logs" / f"{run.name}.log"
   log.parent.mkdir(parents=True, exist_ok=True)
   argv = [*cmd, *run.harness_args(str(results_dir))]
-  for stale in ("summary.json", "aot.json"):  # left by an older config or attempt
-    (results_dir / run.name / stale).unlink(missing_ok=True)
+  if fresh:  # outputs of an older version of this run: the harness moves them aside, keeps them
+    argv.append("--gin_bindings=run.resume=False")
+  write_spec(results_dir, run)
   start = time.monotonic()
   with open(log, "w") as out:
     out.write(shlex.join(argv) + "\n")
@@ -117,27 +143,35 @@ def execute(run: Run, cmd: Sequence[str], results_dir: pathlib.Path,
   if returncode is None:
     error = f"timed out after {timeout_s} s\n" + _tail(log)
   elif returncode == 0:
-    error = "harness exited 0 but summary.json is missing or incomplete"
+    error = "harness exited 0 but summary.json is missing, incomplete or timed no step"
   else:
     error = _tail(log) or f"harness exited with status {returncode}"
   return results.make_record(run, "failed", summary=summary, aot=aot, error=error,
                              returncode=returncode, wall_s=wall_s, output_dir=str(results_dir))
 
 
-def plan(run: Run, record: dict | None, run_dir: pathlib.Path,
+def plan(run: Run, record: dict | None, results_dir: pathlib.Path,
          retry_failed: bool) -> tuple[str, dict | None]:
-  """('skip' | 'adopt' | 'run', record to write when adopting) for one run."""
+  """('skip' | 'adopt' | 'run' | 'fresh', record to write when adopting) for one run.
+
+  Outputs are adopted only when the launcher started this very version of the run there (its
+  spec file names the same fingerprint) and they are complete; outputs of an edited
+  experiment's older version are never adopted: the run starts afresh and they are kept aside.
+  """
   same = record is not None and record.get("fingerprint") == run.fingerprint()
   if same and record["status"] == "ok":
     return "skip", None
   if same and record["status"] == "failed" and not retry_failed:
     return "skip", None
-  if record is None:
+  started = spec_fingerprint(results_dir, run)
+  if started is not None and started != run.fingerprint():
+    return "fresh", None
+  if record is None and started == run.fingerprint():
     # Killed after the harness finished but before the line was written: keep its work.
-    complete, summary, aot = results.read_outputs(run_dir, run.mode)
+    complete, summary, aot = results.read_outputs(results_dir / run.name, run.mode)
     if complete:
       return "adopt", results.make_record(run, "ok", summary=summary, aot=aot,
-                                          output_dir=str(run_dir.parent))
+                                          output_dir=str(results_dir))
   return "run", None
 
 
@@ -160,12 +194,12 @@ def run_sweep(runs: Sequence[Run], results_dir: str | os.PathLike, *,
       bar = tqdm.tqdm(runs, unit="run", file=sys.stderr, disable=not progress, dynamic_ncols=True)
       for run in bar:
         bar.set_postfix_str(run.name)
-        action, record = plan(run, records.get(run.name), results_dir / run.name, retry_failed)
+        action, record = plan(run, records.get(run.name), results_dir, retry_failed)
         if action == "skip":
           counts.skipped += 1
           continue
-        if action == "run":
-          record = execute(run, cmd, results_dir, timeout_s)
+        if action in ("run", "fresh"):
+          record = execute(run, cmd, results_dir, timeout_s, fresh=action == "fresh")
         store.put(record)
         if record["status"] == "ok":
           counts.ok += 1

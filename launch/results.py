@@ -30,7 +30,8 @@ def _is_number(value: Any) -> bool:
 def read_outputs(run_dir: str | os.PathLike, mode: str) -> tuple[bool, dict | None, dict | None]:
   """(complete, summary, aot) of a run directory, local or gs://.
 
-  Complete means: summary.json parses and says "status": "ok"; or, when it has no status,
+  Complete means: summary.json parses and says "status": "ok" (and, for train/eval, timed at
+  least one step); or, when it has no status,
   train/eval runs have a numeric step_time_s.median and aot runs an aot.json with a numeric
   predicted_step_s (or fits_hbm false: a config too big for HBM is an answer, not a crash).
   """
@@ -38,13 +39,19 @@ def read_outputs(run_dir: str | os.PathLike, mode: str) -> tuple[bool, dict | No
   summary = _read_json(run_dir / "summary.json")
   aot = _read_json(run_dir / "aot.json") if mode == "aot" else None
   if summary is not None and "status" in summary:
-    return summary["status"] == "ok", summary, aot
+    return summary["status"] == "ok" and not _timed_nothing(summary, mode), summary, aot
   if mode == "aot":
     source = aot or summary or {}
     done = _is_number(source.get("predicted_step_s")) or source.get("fits_hbm") is False
     return done, summary, aot
   step_time = (summary or {}).get("step_time_s")
   return isinstance(step_time, dict) and _is_number(step_time.get("median")), summary, aot
+
+
+def _timed_nothing(summary: dict | None, mode: str) -> bool:
+  """A train/eval summary that says ok but timed no step: an empty run, never a result."""
+  step_time = (summary or {}).get("step_time_s")
+  return mode != "aot" and isinstance(step_time, dict) and step_time.get("n") == 0
 
 
 class ResultsFile:

@@ -103,23 +103,47 @@ def test_crash_is_recorded_sweep_goes_on_and_rerun_retries_only_it(fake, monkeyp
 
 def test_complete_outputs_without_a_record_are_adopted_not_rerun(fake):
   out = fake / "res"
+  runs = {r.name: r for r in _runs(fake)}
   (out / "fake-c2").mkdir(parents=True)
   (out / "fake-c2" / "summary.json").write_text(json.dumps(
       {"status": "ok", "step_time_s": {"median": 1.0}}))
   (out / "fake-c4").mkdir(parents=True)
   (out / "fake-c4" / "summary.json").write_text('{"status": "ok", "step_ti')  # torn write
+  (out / "logs").mkdir()
+  for name in ("fake-c2", "fake-c4"):  # what a launcher killed after these runs leaves
+    local.write_spec(out, runs[name])
   counts = local.run_sweep(_runs(fake), out, progress=False)
   assert (counts.ok, counts.failed, counts.skipped) == (3, 0, 0)
   assert _calls(fake) == ["fake-c1", "fake-c4"]
 
 
-def test_changed_experiment_reruns_the_run(fake):
+def test_outputs_of_another_config_are_never_adopted(fake):
+  out = fake / "res"
+  (out / "fake-c2").mkdir(parents=True)
+  (out / "fake-c2" / "summary.json").write_text(json.dumps(
+      {"status": "ok", "step_time_s": {"median": 1.0, "n": 3}}))
+  counts = local.run_sweep(_runs(fake), out, progress=False)  # no spec file: not adopted
+  assert counts.ok == 3 and _calls(fake) == ["fake-c1", "fake-c2", "fake-c4"]
+
+
+def test_an_edited_experiment_starts_its_runs_afresh_keeping_the_old_outputs(fake):
   out = fake / "res"
   local.run_sweep(_runs(fake), out, progress=False)
-  changed = [r for r in _runs(fake, modes=("eval",))]  # same names, other mode
-  counts = local.run_sweep(changed, out, progress=False)
-  assert counts.ok == 3 and len(_lines(out)) == 3
-  assert {r["mode"] for r in _lines(out)} == {"eval"}
+  path = fake / "fake.gin"
+  path.write_text(EXPERIMENT % 1 + "sweep.bindings = ['run.seed=3']\n")
+  edited = sweep.expand(sweep.load_experiment(str(path)))
+  assert all(r.fingerprint() != o.fingerprint() for r, o in zip(edited, _runs(fake)))
+  counts = local.run_sweep(edited, out, progress=False)
+  assert counts.ok == 3
+  log = (out / "logs" / "fake-c2.log").read_text().splitlines()[0]
+  assert "--gin_bindings=run.resume=False" in log  # the harness moves the old run aside
+
+
+def test_an_ok_run_that_timed_no_step_is_not_a_result(tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "summary.json").write_text(json.dumps(
+      {"status": "ok", "step_time_s": {"median": None, "n": 0}}))
+  assert not results.read_outputs(tmp_path / "a", "train")[0]
 
 
 def test_complete_means_status_ok_or_the_mode_specific_number(tmp_path):
