@@ -145,3 +145,17 @@ def test_outputs_without_a_run_record_are_not_overwritten(capsys, tmp_path):
   rc, _, err = harness(capsys, tmp_path, "run.steps=3")
   assert rc == 2 and "holds outputs without a run record (run.json)" in err
   assert (tmp_path / "r" / "summary.json").read_text() == '{"status": "ok"}'
+
+
+def test_aot_of_a_trained_run_writes_beside_it(capsys, run_copy):
+  before = files_of(run_copy)
+  rc, out, err = harness(capsys, run_copy.parent, "run.mode='aot'", "aot.topology='v5p:2x2x1'",
+                         "aot.step='eval'", "model.num_layers=1")
+  assert rc == 0, err
+  assert {k: v for k, v in files_of(run_copy).items() if not k.startswith("aot/")} == before
+  report = json.loads((run_copy / "aot" / "aot.json").read_text())
+  assert report["fingerprint"] == json.loads((run_copy / "aot" / "run.json").read_text())[
+      "fingerprint"]
+  rc, out, _ = harness(capsys, run_copy.parent, "run.mode='aot'", "aot.topology='v5p:2x2x1'",
+                       "aot.step='eval'", "model.num_layers=1")
+  assert rc == 0 and "already complete (its compile, status ok)" in out
