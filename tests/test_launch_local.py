@@ -170,6 +170,17 @@ def test_cli_writes_results_report_png_and_tensorboard(fake, capsys):
   assert len(_lines(out)) == 6
   report = (out / "report.md").read_text()
   assert "| ulysses | 4 | 4 | 32 | 50 (50–50) | 2.000× [2.000–2.000, bootstrap] |" in report
+  assert "| 2/2 | 3 × 2 | faster |" in report
+  # The sweep ends with one line per configuration, then the report's path.
+  assert capsys.readouterr().err.splitlines()[-3:] == [
+      "train · local · chunks=2: 1.414× vs single-shot [1.414–1.414, bootstrap] -> faster "
+      "(3 timed steps × 2 repeats)",
+      "train · local · chunks=4: 2.000× vs single-shot [2.000–2.000, bootstrap] -> faster "
+      "(3 timed steps × 2 repeats)",
+      f"report: {out / 'report.md'}"]
+  rows = json.loads((out / "report.json").read_text())["groups"][0]["rows"]
+  assert [(r["chunks"], r["timed_steps"], r["repeats"], r["verdict"]) for r in rows] == [
+      (1, [3, 3], 2, None), (2, [3, 3], 2, "faster"), (4, [3, 3], 2, "faster")]
   assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert list((out / "tensorboard").glob("events.out.tfevents.*"))
   assert main(argv) == 0  # a rerun does no work
