@@ -47,17 +47,8 @@ def _row(row: table.Row) -> str:
   return "| " + " | ".join(cells) + " |"
 
 
-def _step_counts(row: table.Row) -> tuple[str, int]:
-  """(timed steps per run, a range when repeats differ; ok repeats)."""
-  steps = row.timed_steps
-  if not steps:
-    return "–", 0
-  return (str(steps[0]) if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}",
-          len(steps))
-
-
 def _steps(row: table.Row) -> str:
-  n, repeats = _step_counts(row)
+  n, repeats = row.step_counts
   return f"{n} × {repeats}" if repeats else "–"
 
 
@@ -65,7 +56,7 @@ def result_line(group: table.Group, row: table.Row) -> str:
   """One console line: a configuration's ratio against single-shot, its interval and verdict."""
   head = f"{group.mode} · {group.label} · chunks={row.chunks}:"
   if row.speedup:
-    n, repeats = _step_counts(row)
+    n, repeats = row.step_counts
     cpu = "; CPU: mechanics overhead, not TPU overlap" if "cpu" in group.platforms else ""
     return (f"{head} {row.speedup.ratio:.3f}× vs single-shot "
             f"[{row.speedup.low:.3f}–{row.speedup.high:.3f}, {row.speedup.method}] -> "

@@ -34,6 +34,15 @@ class Row:
     return [n for n in map(stats.timed_steps, self.summaries) if n is not None]
 
   @property
+  def step_counts(self) -> tuple[str, int]:
+    """(timed steps per run, a range when repeats differ; ok repeats with a count)."""
+    steps = self.timed_steps
+    if not steps:
+      return "–", 0
+    return (str(steps[0]) if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}",
+            len(steps))
+
+  @property
   def verdict(self) -> str | None:
     """The speedup's verdict; None for the single-shot baseline itself."""
     return None if self.chunks == 1 else stats.verdict(self.speedup)

@@ -179,3 +179,14 @@ def test_report_states_steps_repeats_verdict_and_cpu(tmp_path):
   assert [r["verdict"] for r in saved["groups"][0]["rows"]] == [None, "faster",
                                                                 "no clear difference"]
   assert saved["groups"][0]["rows"][1]["speedup"]["level"] == 0.95
+
+
+def test_figure_is_one_column_with_verdicts_and_cpu_note(tmp_path):
+  from launch import plot
+  test_report_states_steps_repeats_verdict_and_cpu(tmp_path)
+  fig = plot.figure(report.load(tmp_path)[1], title="q")
+  width, height = fig.get_size_inches() * plot.DPI
+  assert len(fig.axes) == 2 and width <= 800 and height > width  # stacked, legible when scaled
+  texts = [t.get_text() for t in fig.axes[1].texts]
+  assert texts == ["faster\n20 steps × 2 repeats", "no clear difference\n20 steps × 2 repeats"]
+  assert plot.CPU_NOTE in fig._suptitle.get_text()  # pylint: disable=protected-access
