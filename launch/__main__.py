@@ -11,7 +11,10 @@ from launch import aot_backend, bench, local, report, sweep, xpk
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch", description=__doc__)
+  p = argparse.ArgumentParser(
+      prog="python -m launch", description="Run a sweep of the harness and report on it.",
+      epilog="Example: python -m launch --experiment experiments/quick_cpu.gin --backend local "
+             "--dry_run")
   p.add_argument("--experiment", required=True, help="experiments/*.gin with sweep.* bindings")
   p.add_argument("--backend", choices=("local", "xpk", "aot"), default="local")
   p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")

@@ -136,7 +136,9 @@ def write_report(results_dir: str | pathlib.Path) -> pathlib.Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m launch.report", description=__doc__)
+  parser = argparse.ArgumentParser(
+      prog="python -m launch.report", description="Write report.md, report.json and report.png.",
+      epilog="Example: python -m launch.report results/quick-cpu")
   parser.add_argument("results_dir", help="directory holding results.jsonl")
   args = parser.parse_args(argv)
   try:
