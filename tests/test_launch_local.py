@@ -239,12 +239,13 @@ def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake
     time.sleep(0.05)
   assert _dead(child)
   before = [r["run"] for r in _lines(out)]
-  assert before == ["fake-c1-r0", "fake-c1-r1"]
+  assert before == ["fake-c1-r0", "fake-c2-r0"]  # repeats run interleaved: round 0 first
   del env["FAKE_HANG_AFTER"]
   subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
   after = _lines(out)
-  assert [r["run"] for r in after] == [r.name for r in _runs(fake, repeats=2)]
+  assert [r["run"] for r in after] == [
+      r.name for r in sorted(_runs(fake, repeats=2), key=lambda r: r.repeat)]
   assert all(r["status"] == "ok" for r in after)
-  assert _calls(fake) == ["fake-c1-r0", "fake-c1-r1", "fake-c2-r0", "fake-c2-r0", "fake-c2-r1",
-                          "fake-c4-r0", "fake-c4-r1"]
+  assert _calls(fake) == ["fake-c1-r0", "fake-c2-r0", "fake-c4-r0", "fake-c4-r0", "fake-c1-r1",
+                          "fake-c2-r1", "fake-c4-r1"]
