@@ -1,7 +1,13 @@
-"""libtpu's known-harmless CPU-host messages are held back; every other stderr line comes through."""
+"""libtpu on a CPU host: harmless messages held back (all shown with --verbose); missing is one line."""
+import logging
 import os
+import pathlib
+import subprocess
+import sys
 
 from harness.aot import native_stderr
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # What libtpu 0.0.42 prints on stderr when it loads on a CPU machine (seen on this host).
 _LIBTPU_CPU_HOST = (
@@ -44,3 +50,40 @@ def test_verbose_keeps_everything(capfd):
   with native_stderr.quiet_libtpu(enabled=False):
     os.write(2, _LIBTPU_CPU_HOST.encode())
   assert capfd.readouterr().err == _LIBTPU_CPU_HOST
+
+
+def test_filter_follows_the_log_level(capfd):
+  root = logging.getLogger()
+  level = root.level
+  try:
+    root.setLevel(logging.INFO)  # python -m harness --verbose
+    with native_stderr.quiet_libtpu():
+      os.write(2, _LIBTPU_CPU_HOST.encode())
+    assert capfd.readouterr().err == _LIBTPU_CPU_HOST
+    root.setLevel(logging.WARNING)
+    with native_stderr.quiet_libtpu():
+      os.write(2, _LIBTPU_CPU_HOST.encode())
+    assert capfd.readouterr().err == ""
+  finally:
+    root.setLevel(level)
+
+
+# `python -m harness` with libtpu hidden, as after an install without it.
+_WITHOUT_LIBTPU = """
+import importlib.util, runpy, sys
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "libtpu" else real(name, *a)
+sys.argv = ["harness", "--gin_file=gin/quickstart.gin", "--gin_bindings=run.mode='aot'",
+            "--gin_bindings=run.output_dir=" + repr(sys.argv[1])]
+runpy.run_module("harness", run_name="__main__")
+"""
+
+
+def test_missing_libtpu_is_one_line_with_the_install_command(tmp_path):
+  proc = subprocess.run([sys.executable, "-c", _WITHOUT_LIBTPU, str(tmp_path)],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == ("error: aot: libtpu is not installed; install it with pip install "
+                         "'libtpu==0.0.42.*' (pip install -e . brings it) to compile for TPU on "
+                         "this machine\n")
