@@ -13,7 +13,7 @@ from launch.table import Group, Row  # noqa: E402
 
 # TensorBoard shows an image at its card's width: panels stacked in one column, large type and a
 # moderate pixel width keep the figure legible there without opening it at full size.
-FIGSIZE = (7.5, 9.0)
+FIGSIZE = (6.4, 8.0)
 DPI = 100
 FONT = {"font.size": 12, "axes.titlesize": 13, "legend.fontsize": 10}
 CPU_NOTE = "CPU (simulated devices): mechanics overhead, not TPU overlap"
@@ -79,9 +79,10 @@ def figure(groups: Sequence[Group], title: str = "") -> plt.Figure:
       if ticks:
         ax.set_xticks(sorted(ticks))
       ax.grid(alpha=0.3)
-      if ax.get_legend_handles_labels()[0]:
+      ax.margins(x=0.12)  # room for the verdicts beside the outer intervals
+      if len(ax.get_legend_handles_labels()[0]) > 1:  # one line needs no legend
         ax.legend()
-    ax_gain.margins(x=0.12, y=0.25)  # room for the verdicts above and beside the intervals
+    ax_gain.margins(y=0.25)  # room for the verdicts above the intervals
     notes = [CPU_NOTE] if any("cpu" in g.platforms for g in groups) else []
     if title or notes:
       fig.suptitle("\n".join([title, *notes]).strip(), fontsize=12)
