@@ -155,10 +155,10 @@ def test_documented_command_runs(cmd, work):
   root, main_job = work
   reason = dc.not_here_reason(cmd.text)
   if reason:
-    # Not a pass: these are listed so that a new kind of command cannot hide among them.
+    # Only these kinds may be left out, so that a new kind of command cannot hide among them.
     assert cmd.text.startswith(("IMAGE=", "gcloud ", "docker ", "python3.11 -m venv ~/",
                                 "~/.cache/")), cmd.text
-    return
+    pytest.skip(f"not run here: {reason}")
   extra, rest = dc.split_setup(cmd.text)
   if extra is not None:
     _requirements_installed("test" if "test" in extra else None)
