@@ -16,7 +16,7 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
       prog="python -m harness",
       description="Run a WAN-style DiT with context-parallel attention, configured by gin.",
       epilog="Example: python -m harness --gin_file=gin/quickstart.gin "
-             "--gin_bindings=\"attention.num_chunks=4\"")
+             "--gin_bindings=\"attention.num_chunks=1\"")
   parser.add_argument("--gin_file", action="append", default=[],
                       help="gin file (repeatable; later files override earlier ones); looked up "
                            "as given, under --gin_search_paths, the repo root and gin/")

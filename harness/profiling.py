@@ -223,12 +223,21 @@ def _fmt(value: float | None, unit: str = "ms") -> str:
   return f"{value * 1e3:.3f}" if unit == "ms" else f"{value:.3f}"
 
 
+# What each column means, printed above the table: the numbers are unions of op intervals, so
+# collective + compute can exceed wall when they overlap.
+_LEGEND = (
+    "  wall: first op start to last op end; collective: time any collective runs; compute: time "
+    "any other op runs;",
+    "  exposed: collective time with no compute running; overlap: 1 - exposed/collective; "
+    "attn share: attention's share of compute")
+
+
 def format_table(result: dict[str, Any]) -> str:
   """A readable console table of an analyze() result."""
   head = (f"trace: {result['platform']}, module {result['module']}, {result['steps']} step(s) x "
           f"{result['devices']} device(s), per step and device (ms)")
   cols = ("step", "wall", "collective", "compute", "exposed", "overlap", "attn share")
-  lines = [head, "  ".join(f"{c:>10}" for c in cols)]
+  lines = [head, *_LEGEND, "  ".join(f"{c:>10}" for c in cols)]
 
   def row(label: str, r: dict[str, Any]) -> str:
     cells = (label, _fmt(r["wall_s"]), _fmt(r["collective_s"]), _fmt(r["compute_s"]),

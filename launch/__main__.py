@@ -11,7 +11,10 @@ from launch import aot_backend, bench, local, report, sweep, xpk
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch", description=__doc__)
+  p = argparse.ArgumentParser(
+      prog="python -m launch", description="Run a sweep of the harness and report on it.",
+      epilog="Example: python -m launch --experiment experiments/quick_cpu.gin --backend local "
+             "--dry_run")
   p.add_argument("--experiment", required=True, help="experiments/*.gin with sweep.* bindings")
   p.add_argument("--backend", choices=("local", "xpk", "aot"), default="local")
   p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
@@ -55,17 +58,26 @@ def _xpk_options(args: argparse.Namespace) -> xpk.XpkOptions:
   return opts
 
 
-def launch(args: argparse.Namespace) -> int:
+def _print_wall_time(start: float) -> None:
+  print(f"wall time {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+
+def launch(args: argparse.Namespace, start: float) -> int:
   """Expands, validates and runs the sweep; returns the exit status."""
   benchmarks = bench.load_bench(args.experiment)
   if benchmarks is not None:
     if args.backend != "local":
       raise ValueError(f"--backend={args.backend}: benchmark files run with --backend local")
-    return bench.run_bench(benchmarks, args.results_dir or f"results/{benchmarks.name}",
-                           args.only, args.dry_run)
+    status = bench.run_bench(benchmarks, args.results_dir or f"results/{benchmarks.name}",
+                             args.only, args.dry_run)
+    if not args.dry_run:
+      _print_wall_time(start)
+    return status
   spec = sweep.load_experiment(args.experiment)
   runs = aot_backend.aot_runs(spec) if args.backend == "aot" else sweep.expand(spec)
-  runs = sweep.select(runs, args.only)
+  # Repeat-major order: a change in machine load then hits every configuration alike instead of
+  # all repeats of one configuration.
+  runs = sorted(sweep.select(runs, args.only), key=lambda run: run.repeat)
   results_dir = args.results_dir or f"results/{spec.name}"
   opts = _xpk_options(args) if args.backend == "xpk" else None
   if not args.skip_binding_check and not sweep.check_bindings(runs):
@@ -89,8 +101,12 @@ def launch(args: argparse.Namespace) -> int:
                              progress=not args.no_progress)
   print(f"{spec.name}: {counts.ok} ok, {counts.failed} failed, {counts.skipped} already done "
         f"-> {results_dir}/results.jsonl", file=sys.stderr)
+  _print_wall_time(start)
   if not args.no_report:
-    print(f"report: {report.write_report(results_dir)}", file=sys.stderr)
+    path = report.write_report(results_dir)
+    for line in report.result_lines(report.load(results_dir)[1]):
+      print(line, file=sys.stderr)
+    print(f"report: {path}", file=sys.stderr)
   return 1 if counts.failed else 0
 
 
@@ -98,15 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   start = time.monotonic()
   try:
-    status = launch(args)
+    status = launch(args, start)
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("interrupted; rerun the same command to finish the sweep", file=sys.stderr)
     return 130
-  if not args.dry_run:
-    print(f"wall time {time.monotonic() - start:.1f} s", file=sys.stderr)
   return status
 
 

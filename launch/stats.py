@@ -19,6 +19,29 @@ class Speedup:
   method: str  # 'bootstrap' (over repeats, then steps) or 'min-max' (over repeat medians)
 
 
+FASTER, SLOWER, UNCLEAR = "faster", "slower", "no clear difference"
+
+
+def verdict(speedup: Speedup | None) -> str | None:
+  """'faster' / 'slower' when the whole interval is above / below 1, else 'no clear difference'."""
+  if speedup is None:
+    return None
+  if speedup.low > 1.0:
+    return FASTER
+  if speedup.high < 1.0:
+    return SLOWER
+  return UNCLEAR
+
+
+def timed_steps(summary: dict) -> int | None:
+  """Steps that entered a run's step-time statistics (warm-up and profiled steps excluded)."""
+  steps = summary.get("step_times_s")
+  if isinstance(steps, list):
+    return len(steps)
+  n = (summary.get("step_time_s") or {}).get("n")
+  return int(n) if isinstance(n, (int, float)) else None
+
+
 def _pooled_median(runs: Sequence[Sequence[float]]) -> float:
   return float(np.median(np.concatenate([np.asarray(r, float) for r in runs])))
 

@@ -28,6 +28,25 @@ class Row:
   exposed_s: float | None = None
   overlap: float | None = None
 
+  @property
+  def timed_steps(self) -> list[int]:
+    """Steps in the timing statistics, per ok repeat."""
+    return [n for n in map(stats.timed_steps, self.summaries) if n is not None]
+
+  @property
+  def step_counts(self) -> tuple[str, int]:
+    """(timed steps per run, a range when repeats differ; ok repeats with a count)."""
+    steps = self.timed_steps
+    if not steps:
+      return "–", 0
+    return (str(steps[0]) if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}",
+            len(steps))
+
+  @property
+  def verdict(self) -> str | None:
+    """The speedup's verdict; None for the single-shot baseline itself."""
+    return None if self.chunks == 1 else stats.verdict(self.speedup)
+
 
 @dataclasses.dataclass
 class Group:
@@ -36,6 +55,12 @@ class Group:
   hardware: str
   point: dict[str, Any]
   rows: dict[int, Row] = dataclasses.field(default_factory=dict)
+
+  @property
+  def platforms(self) -> list[str]:
+    """Platforms the measured runs ran on ('cpu', 'tpu', ...)."""
+    return sorted({p for row in self.rows.values() for s in row.summaries
+                   if isinstance(p := _get(s, "devices", "platform"), str)})
 
   @property
   def label(self) -> str:

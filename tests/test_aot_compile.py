@@ -45,6 +45,8 @@ def test_libtpu_missing_is_one_line_error(monkeypatch):
   with pytest.raises(RuntimeError, match=r"^aot: libtpu is not installed") as e:
     topology_lib.get_topology("v5p:2x2x2")
   assert "\n" not in str(e.value)
+  assert "pip install 'libtpu==0.0.42.*'" in str(e.value)
+  assert isinstance(e.value, ValueError)  # so `python -m harness` prints it as one line, exit 2
 
 
 def test_aot_config_validates():

@@ -194,6 +194,17 @@ def test_cli_writes_results_report_png_and_tensorboard(fake, capsys):
   assert len(_lines(out)) == 6
   report = (out / "report.md").read_text()
   assert "| ulysses | 4 | 4 | 32 | 50 (50–50) | 2.000× [2.000–2.000, bootstrap] |" in report
+  assert "| 2/2 | 3 × 2 | faster |" in report
+  # The sweep ends with one line per configuration, then the report's path.
+  assert capsys.readouterr().err.splitlines()[-3:] == [
+      "train · local · chunks=2: 1.414× vs single-shot [1.414–1.414, bootstrap] -> faster "
+      "(3 timed steps × 2 repeats)",
+      "train · local · chunks=4: 2.000× vs single-shot [2.000–2.000, bootstrap] -> faster "
+      "(3 timed steps × 2 repeats)",
+      f"report: {out / 'report.md'}"]
+  rows = json.loads((out / "report.json").read_text())["groups"][0]["rows"]
+  assert [(r["chunks"], r["timed_steps"], r["repeats"], r["verdict"]) for r in rows] == [
+      (1, [3, 3], 2, None), (2, [3, 3], 2, "faster"), (4, [3, 3], 2, "faster")]
   assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert list((out / "tensorboard").glob("events.out.tfevents.*"))
   assert main(argv) == 0  # a rerun does no work
@@ -252,12 +263,13 @@ def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake
     time.sleep(0.05)
   assert _dead(child)
   before = [r["run"] for r in _lines(out)]
-  assert before == ["fake-c1-r0", "fake-c1-r1"]
+  assert before == ["fake-c1-r0", "fake-c2-r0"]  # repeats run interleaved: round 0 first
   del env["FAKE_HANG_AFTER"]
   subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
   after = _lines(out)
-  assert [r["run"] for r in after] == [r.name for r in _runs(fake, repeats=2)]
+  assert [r["run"] for r in after] == [
+      r.name for r in sorted(_runs(fake, repeats=2), key=lambda r: r.repeat)]
   assert all(r["status"] == "ok" for r in after)
-  assert _calls(fake) == ["fake-c1-r0", "fake-c1-r1", "fake-c2-r0", "fake-c2-r0", "fake-c2-r1",
-                          "fake-c4-r0", "fake-c4-r1"]
+  assert _calls(fake) == ["fake-c1-r0", "fake-c2-r0", "fake-c4-r0", "fake-c4-r0", "fake-c1-r1",
+                          "fake-c2-r1", "fake-c4-r1"]

@@ -170,7 +170,7 @@ def test_every_shipped_experiment_passes_the_harness_check(path):
 
 def test_shipped_experiments_expand():
   quick = sweep.expand(sweep.load_experiment("experiments/quick_cpu.gin"))
-  assert [r.name for r in quick] == [f"quick-cpu-c{c}-r{i}" for c in (1, 2, 4) for i in (0, 1)]
+  assert [r.name for r in quick] == [f"quick-cpu-c{c}-r{i}" for c in (1, 2, 4) for i in (0, 1, 2)]
   runs = sweep.expand(sweep.load_experiment("experiments/two_phase_vs_single_shot.gin"))
   assert len(runs) == 5 * 2 * 3
   assert runs[0].name == "two-phase-c1-480p-r0" and runs[-1].name == "two-phase-c8-720p-r2"

@@ -71,3 +71,6 @@ def test_table_lists_steps_and_kinds(result):
   table = format_table(result)
   assert "tpu, module jit_train_step, 2 step(s) x 2 device(s)" in table
   assert "0.627" in table and "all-to-all" in table and "all-reduce" in table
+  legend = "\n".join(table.splitlines()[1:3])
+  for column in ("wall:", "collective:", "compute:", "exposed:", "overlap:", "attn share:"):
+    assert column in legend  # every column is explained above the table

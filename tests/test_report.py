@@ -1,6 +1,7 @@
 """Report: speedup and spread on synthetic results with known answers; files it writes."""
 import json
 
+import numpy as np
 import pytest
 
 from launch import report, stats, table
@@ -121,3 +122,71 @@ def test_report_cli_errors_on_missing_results(tmp_path, capsys):
   assert report.main([str(tmp_path)]) == 2
   assert capsys.readouterr().err == (
       f"error: {tmp_path}: no results.jsonl (run python -m launch first)\n")
+
+
+def _runs(medians, spread, steps=20, seed=0):
+  """Per-repeat step times: each repeat's steps spread +-spread around its median."""
+  rng = np.random.default_rng(seed)
+  return [list(m * (1 + rng.uniform(-spread, spread, steps))) for m in medians]
+
+
+@pytest.mark.parametrize("base,cand,expected", [
+    # Clear win: chunked 20 % faster in every repeat, steps within +-2 %.
+    (_runs([1.0, 1.01, 0.99], 0.02), _runs([0.8, 0.81, 0.79], 0.02, seed=1), "faster"),
+    # Clear loss: chunked 20 % slower.
+    (_runs([1.0, 1.01, 0.99], 0.02), _runs([1.2, 1.21, 1.19], 0.02, seed=1), "slower"),
+    # Overlap: 2 % apart on average but repeats scatter by +-10 %: the interval crosses 1.
+    (_runs([1.0, 1.1, 0.9], 0.05), _runs([0.98, 1.08, 0.88], 0.05, seed=1),
+     "no clear difference"),
+])
+def test_verdict_on_synthetic_results(base, cand, expected):
+  got = stats.bootstrap(base, cand)
+  assert stats.verdict(got) == expected
+  crosses = got.low <= 1.0 <= got.high
+  assert crosses == (expected == "no clear difference")
+
+
+def test_verdict_edges():
+  assert stats.verdict(stats.Speedup(1.1, 1.0, 1.2, "min-max")) == "no clear difference"
+  assert stats.verdict(stats.Speedup(1.1, 1.0001, 1.2, "min-max")) == "faster"
+  assert stats.verdict(stats.Speedup(0.9, 0.8, 0.9999, "min-max")) == "slower"
+  assert stats.verdict(None) is None
+
+
+def test_report_states_steps_repeats_verdict_and_cpu(tmp_path):
+  def record(run, chunks, steps):
+    summary = {"status": "ok", "attention": {"variant": "ulysses", "num_chunks": chunks},
+               "mesh": {"context": 4}, "devices": {"platform": "cpu"},
+               "step_times_s": steps, "step_time_s": {"median": steps[0], "n": len(steps)}}
+    return {"run": run, "status": "ok", "mode": "train", "hardware": "local",
+            "point": {"attention.num_chunks": chunks}, "summary": summary}
+  base, fast, same = _runs([1.0, 1.0], 0.02), _runs([0.8, 0.8], 0.02, seed=1), _runs(
+      [1.1, 0.9], 0.02, seed=2)
+  records = [record("q-c1-r0", 1, base[0]), record("q-c1-r1", 1, base[1]),
+             record("q-c2-r0", 2, fast[0]), record("q-c2-r1", 2, fast[1]),
+             record("q-c4-r0", 4, same[0]), record("q-c4-r1", 4, same[1])]
+  (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  text = report.write_report(tmp_path).read_text()
+  assert report.CPU_NOTE in text and "timed steps × repeats | verdict |" in text
+  assert "| 2/2 | 20 × 2 | faster |" in text and "| 2/2 | 20 × 2 | no clear difference |" in text
+  lines = report.result_lines(report.load(tmp_path)[1])
+  assert len(lines) == 2 and lines[0].startswith("train · local · chunks=2: 1.2")
+  assert lines[0].endswith("-> faster (20 timed steps × 2 repeats; CPU: mechanics overhead, "
+                           "not TPU overlap)")
+  assert "-> no clear difference (20 timed steps × 2 repeats" in lines[1]
+  saved = json.loads((tmp_path / "report.json").read_text())
+  assert saved["groups"][0]["note"] == report.CPU_NOTE
+  assert [r["verdict"] for r in saved["groups"][0]["rows"]] == [None, "faster",
+                                                                "no clear difference"]
+  assert saved["groups"][0]["rows"][1]["speedup"]["level"] == 0.95
+
+
+def test_figure_is_one_column_with_verdicts_and_cpu_note(tmp_path):
+  from launch import plot
+  test_report_states_steps_repeats_verdict_and_cpu(tmp_path)
+  fig = plot.figure(report.load(tmp_path)[1], title="q")
+  width, height = fig.get_size_inches() * plot.DPI
+  assert len(fig.axes) == 2 and width <= 800 and height > width  # stacked, legible when scaled
+  texts = [t.get_text() for t in fig.axes[1].texts]
+  assert texts == ["faster\n20 steps × 2 repeats", "no clear difference\n20 steps × 2 repeats"]
+  assert plot.CPU_NOTE in fig._suptitle.get_text()  # pylint: disable=protected-access

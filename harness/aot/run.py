@@ -12,6 +12,7 @@ import jax
 from harness.aot import flags as flags_lib
 from harness.aot import report as report_lib
 from harness.aot.analysis import analyze_hlo
+from harness.aot.native_stderr import quiet_libtpu
 from harness.aot.topology import Topology, get_topology
 
 _OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Ran out of memory", "out of memory")
@@ -34,7 +35,8 @@ def _memory(compiled) -> dict[str, int]:
 
 def _compile(lowered, options: dict[str, str]):
   try:
-    return lowered.compile(compiler_options=options or None)
+    with quiet_libtpu():
+      return lowered.compile(compiler_options=options or None)
   except Exception as e:  # pylint: disable=broad-except
     if flags_lib.is_unknown_option_error(e):
       first = str(e).strip().splitlines()[0]

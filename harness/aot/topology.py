@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from harness.aot.hardware import Hardware, hardware_for
+from harness.aot.native_stderr import quiet_libtpu
 
 _EXAMPLES = "'v5p:2x2x2', 'v5p-16', 'v5e:2x4', 'v5litepod-8', 'v6e:2x4', 'v4:2x2x2'"
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v5e": "v5e", "v5p": "v5p", "v6e": "v6e", "v4": "v4"}
@@ -71,20 +72,26 @@ def parse_topology_name(name: str) -> tuple[str, tuple[int, ...]]:
   return generation, table[count]
 
 
+class LibtpuMissingError(ValueError, RuntimeError):
+  """libtpu is not installed: a setup mistake the CLI reports in one line (exit 2)."""
+
+
 def get_topology(name: str) -> Topology:
   """Resolves a topology name into TPU devices for AOT compiles (no TPU needed, libtpu is)."""
   generation, dims = parse_topology_name(name)
   if importlib.util.find_spec("libtpu") is None:
-    raise RuntimeError("aot: libtpu is not installed; install it (pip install 'libtpu==0.0.42.*', "
-                       "or the project's [test] extra) to compile for TPU on this machine")
+    raise LibtpuMissingError("aot: libtpu is not installed; install it with "
+                             "pip install 'libtpu==0.0.42.*' (pip install -e . brings it) to "
+                             "compile for TPU on this machine")
   # Compiling for a topology opens no TPU; without this, libtpu's lock file makes a second process
   # loading it at the same time (parallel tests, a sweep) fail.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   canonical = f"{generation}:{'x'.join(str(d) for d in dims)}"
   try:
-    desc = topologies.get_topology_desc(platform="tpu", topology_name=canonical,
-                                        **_CHIP_CONFIG.get(generation, {}))
+    with quiet_libtpu():  # libtpu loads here and complains that this is no TPU VM
+      desc = topologies.get_topology_desc(platform="tpu", topology_name=canonical,
+                                          **_CHIP_CONFIG.get(generation, {}))
   except Exception as e:  # pylint: disable=broad-except
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"aot.topology={name!r}: libtpu rejected {canonical!r} ({first})") from e
