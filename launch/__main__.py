@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Sequence
 
-from launch import aot_backend, bench, local, report, sweep, xpk
+from launch import aot_backend, aot_gain, bench, local, report, sweep, xpk
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +91,8 @@ def launch(args: argparse.Namespace) -> int:
         f"-> {results_dir}/results.jsonl", file=sys.stderr)
   if not args.no_report:
     print(f"report: {report.write_report(results_dir)}", file=sys.stderr)
+    for line in aot_gain.written_sentences(results_dir):
+      print(line, file=sys.stderr)
   return 1 if counts.failed else 0
 
 

@@ -1,4 +1,4 @@
-"""`python -m launch.report RESULTS_DIR`: report.md, report.png and a TensorBoard image."""
+"""`python -m launch.report RESULTS_DIR`: report.md, report.json, report.png and a TensorBoard image."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import pathlib
 import sys
 from typing import Sequence
 
-from launch import plot, results, table
+from launch import aot_gain, plot, results, table
 
 HEADER = ("| variant | chunks | degree | sequence | step time ms (p10–p90) | speedup vs single-shot "
           "| exposed collective ms | overlap | AOT step ms | AOT gain | AOT hidden | runs ok |")
@@ -58,14 +58,15 @@ def markdown(title: str, groups: Sequence[table.Group], records: Sequence[dict])
 
 
 def write_report(results_dir: str | pathlib.Path) -> pathlib.Path:
-  """Reads results.jsonl and writes report.md, report.png and the TensorBoard image."""
+  """Reads results.jsonl and writes report.md, report.json, report.png and the TensorBoard image."""
   results_dir = pathlib.Path(results_dir)
   if not (results_dir / results.RESULTS_FILE).is_file():
     raise ValueError(f"{results_dir}: no {results.RESULTS_FILE} (run python -m launch first)")
   records = list(results.ResultsFile(results_dir / results.RESULTS_FILE).load().values())
   groups = table.build(records)
   path = results_dir / "report.md"
-  path.write_text(markdown(results_dir.name, groups, records))
+  path.write_text(markdown(results_dir.name, groups, records) + aot_gain.markdown(groups))
+  aot_gain.write(results_dir, groups)
   plot.write(groups, results_dir, title=results_dir.name)
   return path
 

@@ -69,3 +69,24 @@ def test_missing_prediction_gives_none():
   assert gain.predicted_gain({"predicted_step_s": None}, _analyze(MODULE)) is None
   assert gain.gains_by_chunks({1: _analyze(SYNC), 2: _analyze(MODULE), 3: {"error": "x"}}).keys() \
       == {2}
+
+
+def test_sweep_report_writes_predicted_gain(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from launch import aot_gain, report  # pylint: disable=g-import-not-at-top
+  records = [{"run": f"tp-c{c}-aot", "status": "ok", "mode": "aot", "hardware": "v5p16",
+              "point": {"attention.num_chunks": c, "resolution": "720p"}, "summary": None,
+              "aot": aot, "error": None}
+             for c, aot in ((1, _analyze(SYNC)), (2, _analyze(MODULE)))]
+  (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  report.write_report(tmp_path)
+  (entry,) = json.loads((tmp_path / "report.json").read_text())["predicted_gain"]
+  assert entry["label"] == "v5p16 resolution=720p" and set(entry["predicted_gain"]) == {"2"}
+  expected = gain.predicted_gain(records[0]["aot"], records[1]["aot"])
+  written = entry["predicted_gain"]["2"]
+  assert (written["total"], written["overlap"]) == pytest.approx((expected.total, expected.overlap))
+  assert written["bounds"] == pytest.approx(list(expected.bounds))
+  assert written["verdict"] == "pays"
+  sentence = expected.sentence("v5p16 resolution=720p · C=2")
+  assert aot_gain.written_sentences(tmp_path) == [sentence]
+  assert f"- {sentence}" in (tmp_path / "report.md").read_text()
