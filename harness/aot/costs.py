@@ -4,7 +4,8 @@ Compute: `estimated_cycles` in an instruction's backend_config / clock. Pallas k
 (`tpu_custom_call`, e.g. splash attention) carry no cycles: attention kernels are costed as
 max(FLOPs / peak, bytes moved / HBM bandwidth) with FLOPs = f * B*H * Sq * Sk * D, where f counts the
 matmuls a kernel does, 2 FLOPs a multiply-add each: forward 4 (QK^T, PV), dq 6 (QK^T, dO V^T, dS K),
-dkv 8 (QK^T, dO V^T, P^T dO, dS^T Q), fused backward 10. Any other instruction without cycles is
+dkv 8 (QK^T, dO V^T, P^T dO, dS^T Q), fused backward 10; peak is scaled by an attention efficiency
+(calibration.py: its range bounds the prediction). Any other instruction without cycles is
 costed as memory bound: (operand + result bytes) / HBM bandwidth.
 
 Communication (per device, B = bytes of the collective's input on one device, n = devices in the
@@ -16,8 +17,9 @@ the box's longest axis (doubled with wrap-around links), all-to-all traffic scal
   reduce-scatter      (n-1)/n * B / (L*link)
   all-reduce          2 * (n-1)/n * B / (L*link)                         reduce-scatter + all-gather
   collective-permute  B / link                                           one neighbour link
-plus the hardware's fixed latency per collective. A group inside one chip (v4's two TensorCores)
-moves its bytes at HBM bandwidth.
+plus the hardware's fixed latency per collective; link is the published bandwidth times an ICI
+efficiency (1 unless bounding). A group inside one chip (v4's two TensorCores) moves its bytes at HBM
+bandwidth.
 """
 from __future__ import annotations
 
