@@ -89,6 +89,8 @@ def test_attribution_equals_hand_arithmetic():
   assert rec["compute_between_by_kind_s"] == pytest.approx({"attention": ATT, "matmul": 3 * US})
   assert rec["hidden_by_kind_s"] == pytest.approx({"attention": A2A - 3 * US, "matmul": 3 * US})
   assert r["hidden_under_attention_s"] == pytest.approx(A2A - 3 * US)
+  assert r["all_to_all_hidden_by_kind_s"] == pytest.approx(
+      {"attention": A2A - 3 * US, "matmul": 3 * US, "layout": 0.0, "other": 0.0})
   assert r["hidden_under_attention_fraction"] == pytest.approx((A2A - 3 * US) / A2A)
   assert r["predicted_step_s"] == pytest.approx(COPY_EST + DUS_EST + 3 * US + ATT + 2 * US)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from harness.aot import calibration
-from harness.aot.attribution import OpKinds
+from harness.aot.attribution import KINDS, OpKinds
 from harness.aot.hardware import Hardware
 from harness.aot.hlo_parse import parse_module
 from harness.aot.simulate import ScheduleSimulator
@@ -65,6 +65,8 @@ def analyze_hlo(text: str, hw: Hardware, device_coords: Sequence[Sequence[int]],
       "layout_bytes": totals.layout_bytes,
       "hidden_under_attention_s": under_attention,
       "hidden_under_attention_fraction": under_attention / a2a_s if a2a_s > 0 else 0.0,
+      "all_to_all_hidden_by_kind_s": {k: _hidden_under(sim.async_records, "all-to-all", k)
+                                      for k in KINDS},
       "collectives": collectives,
       "async_collectives": [r.to_dict() for r in sim.async_records],
       "cost_sources": dict(sorted(sim.sources.items())),
