@@ -3,8 +3,10 @@
     python experiments/bench_aot.py [--chunks 1 2 4 5] [--pipelined 2 4 5] [--out F.json]
 
 Each case compiles the full 40-layer denoising step (720p, CFG, splash attention, async
-all-to-all flags) for the TPU topology and reads the schedule analysis: compile time, and the
-hidden share of all-to-all link time (synchronous all-to-alls count as exposed). `--pipelined`
+all-to-all flags) for the TPU topology and reads the schedule analysis: compile time, the
+hidden share of all-to-all link time (synchronous all-to-alls count as exposed), the share hidden
+under attention kernels, the predicted step's bounds, and each C's predicted gain over C=1 with its
+bounds and verdict (harness.aot.gain). `--pipelined`
 adds the chunk counts compiled with attention.pipelined_projections=True. The compile-time ratio
 C=8 / C=1 is taken on v5p-8 (v5p:2x2x1, cp=4), where 40 heads can form 8 groups.
 """
@@ -18,6 +20,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import benchmark  # noqa: E402
+from harness.aot import gain  # noqa: E402
 from harness.aot.pipelined_study import run_case  # noqa: E402
 
 
@@ -46,6 +49,16 @@ def main(argv=None) -> dict:
                        topology_name="v5p:2x2x1") for c in (1, 8)}
   result["aot_compile_time_s_v5p8"] = per_c(small, "compile_time_s")
   result["aot_compile_c8_over_c1"] = small[8]["compile_time_s"] / small[1]["compile_time_s"]
+  gains = gain.gains_by_chunks(plain)
+  result.update({
+      "aot_hidden_under_attention_fraction": per_c(plain, "hidden_under_attention_fraction"),
+      "aot_predicted_step_s_bounds": per_c(plain, "predicted_step_s_bounds"),
+      "aot_predicted_gain": {str(c): g.total for c, g in gains.items()},
+      "aot_gain_bounds": {str(c): list(g.bounds) for c, g in gains.items()},
+      "aot_gain_verdict": {str(c): g.verdict + (f" ({g.decided_by})" if g.decided_by else "")
+                           for c, g in gains.items()},
+      "aot_gain_sentences": [g.sentence(f"C={c}") for c, g in gains.items()],
+  })
   chunked = [c for c in (2, 4, 5) if c in plain]
   result["aot_hidden_fraction_chunked"] = {str(c): plain[c].get("a2a_hidden_fraction")
                                            for c in chunked}

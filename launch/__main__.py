@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Sequence
 
-from launch import aot_backend, bench, local, report, sweep, xpk
+from launch import aot_backend, aot_gain, bench, local, report, sweep, xpk
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +105,8 @@ def launch(args: argparse.Namespace, start: float) -> int:
   if not args.no_report:
     path = report.write_report(results_dir)
     for line in report.result_lines(report.load(results_dir)[1]):
+      print(line, file=sys.stderr)
+    for line in aot_gain.written_sentences(results_dir):
       print(line, file=sys.stderr)
     print(f"report: {path}", file=sys.stderr)
   return 1 if counts.failed else 0

@@ -1,4 +1,4 @@
-"""`python -m launch.report RESULTS_DIR`: report.md, report.png and a TensorBoard image."""
+"""`python -m launch.report RESULTS_DIR`: report.md, report.json, report.png and a TensorBoard image."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import pathlib
 import sys
 from typing import Any, Sequence
 
-from launch import plot, results, stats, table
+from launch import aot_gain, plot, results, stats, table
 
 HEADER = ("| variant | chunks | degree | sequence | step time ms (p10–p90) | speedup vs single-shot "
           "| exposed collective ms | overlap | AOT step ms | AOT gain | AOT hidden | runs ok "
@@ -128,9 +128,11 @@ def write_report(results_dir: str | pathlib.Path) -> pathlib.Path:
   results_dir = pathlib.Path(results_dir)
   records, groups = load(results_dir)
   path = results_dir / "report.md"
-  path.write_text(markdown(results_dir.name, groups, records))
+  path.write_text(markdown(results_dir.name, groups, records) + aot_gain.markdown(groups))
+  report = to_json(results_dir.name, groups)
+  report["predicted_gain"] = aot_gain.to_json(groups)
   (results_dir / "report.json").write_text(json.dumps(
-      to_json(results_dir.name, groups), indent=1, sort_keys=True, default=str) + "\n")
+      report, indent=1, sort_keys=True, default=str) + "\n")
   plot.write(groups, results_dir, title=results_dir.name)
   return path
 

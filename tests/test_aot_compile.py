@@ -119,8 +119,12 @@ def test_aot_json_contract(cube_reports):
   on_disk = json.loads((out / "aot.json").read_text())
   for key in ("topology", "fits_hbm", "hbm_bytes", "collectives", "async_collectives", "comm_s",
               "compute_s", "exposed_comm_s", "hidden_fraction", "predicted_step_s",
-              "libtpu_flags"):
+              "libtpu_flags", "compute_by_kind_s", "layout_bytes", "hidden_under_attention_s",
+              "hidden_under_attention_fraction", "predicted_step_s_bounds"):
     assert key in on_disk, key
+  assert set(on_disk["compute_by_kind_s"]) == {"attention", "matmul", "layout", "other"}
+  assert sum(on_disk["compute_by_kind_s"].values()) == pytest.approx(on_disk["compute_s"])
+  assert on_disk["layout_bytes"] > 0
   assert on_disk["topology"]["name"] == "v5p:2x2x2"
   assert on_disk["libtpu_flags"] == list(ASYNC_A2A)
   assert on_disk["fits_hbm"] is True and 0 < on_disk["hbm_bytes"] < 2 ** 30
@@ -197,11 +201,48 @@ def _kernel_under(report):
           and any(o["opcode"] == "custom-call" for o in a["ops_between"])]
 
 
-def test_splash_single_shot_has_no_kernel_under_any_all_to_all():
+@pytest.fixture(scope="module")
+def splash_reports():
   from harness.aot import study  # pylint: disable=g-import-not-at-top
-  single = study.run_case(study.Case(tokens=2048, context=8, chunks=1, heads=32), "splash")
-  chunked = study.run_case(study.Case(tokens=2048, context=8, chunks=2, heads=32), "splash")
+  return {(chunks, flags): study.run_case(study.Case(tokens=2048, context=8, chunks=chunks,
+                                                     heads=32), "splash", ASYNC_A2A if flags else ())
+          for chunks in (1, 2) for flags in (True, False)}
+
+
+def test_splash_single_shot_has_no_kernel_under_any_all_to_all(splash_reports):
+  single, chunked = splash_reports[1, True], splash_reports[2, True]
   assert single["cost_sources"]["flops"] == 1 and chunked["cost_sources"]["flops"] == 2
   assert _kernel_under(single) == []
   assert _kernel_under(chunked)
   assert chunked["exposed_comm_s"] < single["exposed_comm_s"]
+  assert single["hidden_under_attention_s"] == 0.0
+  # At these small shapes the transfers finish under the layout copies before the kernel starts:
+  # a kernel between start and done hides only what is left of the transfer when it runs.
+  a2a = [a for a in chunked["async_collectives"] if a["kind"] == "all-to-all"]
+  room = sum(min(a["comm_s"], a["compute_between_by_kind_s"].get("attention", 0.0)) for a in a2a)
+  assert 0 <= chunked["hidden_under_attention_s"] <= room
+  assert chunked["hidden_under_attention_fraction"] == pytest.approx(
+      chunked["hidden_under_attention_s"] / chunked["comm_by_kind_s"]["all-to-all"])
+  hidden_by_kind = sum(sum(a["hidden_by_kind_s"].values()) for a in a2a)
+  assert hidden_by_kind <= sum(a["hidden_s"] for a in a2a) + 1e-12
+
+
+def test_splash_gain_overlap_within_single_shot_exposure(splash_reports):
+  from harness.aot import gain  # pylint: disable=g-import-not-at-top
+  single, chunked = splash_reports[1, True], splash_reports[2, True]
+  g = gain.predicted_gain(single, chunked)
+  assert 0 < g.overlap <= single["exposed_comm_s"] / single["predicted_step_s"]
+  assert g.total == pytest.approx(g.overlap + g.communication + sum(g.compute.values()))
+  assert g.bounds[0] <= g.total <= g.bounds[1]
+  low, high = single["predicted_step_s_bounds"]
+  assert low <= single["predicted_step_s"] <= high
+
+
+def test_splash_without_async_flag_overlaps_nothing(splash_reports):
+  from harness.aot import gain  # pylint: disable=g-import-not-at-top
+  single, chunked = splash_reports[1, False], splash_reports[2, False]
+  assert chunked["collectives"]["all-to-all"]["async_count"] == 0
+  assert single["hidden_under_attention_s"] == chunked["hidden_under_attention_s"] == 0.0
+  g = gain.predicted_gain(single, chunked)
+  assert g.overlap == 0.0
+  assert g.total == pytest.approx(g.communication + sum(g.compute.values()))

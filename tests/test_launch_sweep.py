@@ -172,9 +172,9 @@ def test_shipped_experiments_expand():
   quick = sweep.expand(sweep.load_experiment("experiments/quick_cpu.gin"))
   assert [r.name for r in quick] == [f"quick-cpu-c{c}-r{i}" for c in (1, 2, 4) for i in (0, 1, 2)]
   runs = sweep.expand(sweep.load_experiment("experiments/two_phase_vs_single_shot.gin"))
-  assert len(runs) == 5 * 2 * 3
-  assert runs[0].name == "two-phase-c1-480p-r0" and runs[-1].name == "two-phase-c8-720p-r2"
-  assert {r.hardware.tpu_type for r in runs} == {"v5p-16"}
+  assert len(runs) == 3 * 2 * 3 * 3  # chunk counts x resolutions x slices (cp 4/8/16) x repeats
+  assert runs[0].name == "two-phase-c1-480p-v5p8-r0" and runs[-1].name == "two-phase-c5-720p-v5p32-r2"
+  assert {r.hardware.tpu_type for r in runs} == {"v5p-8", "v5p-16", "v5p-32"}
   assert all(len(r.name) <= 40 for r in runs)
 
 

@@ -4,7 +4,8 @@ Compute: `estimated_cycles` in an instruction's backend_config / clock. Pallas k
 (`tpu_custom_call`, e.g. splash attention) carry no cycles: attention kernels are costed as
 max(FLOPs / peak, bytes moved / HBM bandwidth) with FLOPs = f * B*H * Sq * Sk * D, where f counts the
 matmuls a kernel does, 2 FLOPs a multiply-add each: forward 4 (QK^T, PV), dq 6 (QK^T, dO V^T, dS K),
-dkv 8 (QK^T, dO V^T, P^T dO, dS^T Q), fused backward 10. Any other instruction without cycles is
+dkv 8 (QK^T, dO V^T, P^T dO, dS^T Q), fused backward 10; peak is scaled by an attention efficiency
+(calibration.py: its range bounds the prediction). Any other instruction without cycles is
 costed as memory bound: (operand + result bytes) / HBM bandwidth.
 
 Communication (per device, B = bytes of the collective's input on one device, n = devices in the
@@ -16,8 +17,9 @@ the box's longest axis (doubled with wrap-around links), all-to-all traffic scal
   reduce-scatter      (n-1)/n * B / (L*link)
   all-reduce          2 * (n-1)/n * B / (L*link)                         reduce-scatter + all-gather
   collective-permute  B / link                                           one neighbour link
-plus the hardware's fixed latency per collective. A group inside one chip (v4's two TensorCores)
-moves its bytes at HBM bandwidth.
+plus the hardware's fixed latency per collective; link is the published bandwidth times an ICI
+efficiency (1 unless bounding). A group inside one chip (v4's two TensorCores) moves its bytes at HBM
+bandwidth.
 """
 from __future__ import annotations
 
@@ -59,8 +61,9 @@ def _attention_flops_factor(op_name: str) -> int | None:
   return 4
 
 
-def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> tuple[float, str]:
-  """A Pallas kernel's time: attention FLOPs / peak or memory time, whichever is longer."""
+def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware,
+                        attention_efficiency: float = 1.0) -> tuple[float, str]:
+  """A Pallas kernel's time: attention FLOPs / (peak x efficiency) or memory time, the longer."""
   io_bytes = operand_bytes(instr, comp) + instr.bytes
   memory_s = io_bytes / hw.device_hbm_bandwidth
   factor = _attention_flops_factor(instr.op_name or instr.name)
@@ -73,7 +76,7 @@ def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> 
   q, k = arrays[0], arrays[1]
   head_dim = min(q[-2:])
   flops = factor * math.prod(q) * (math.prod(k[-2:]) / head_dim)
-  return max(flops / hw.device_peak_flops, memory_s), "flops"
+  return max(flops / (hw.device_peak_flops * attention_efficiency), memory_s), "flops"
 
 
 def _float_dims(shape: str) -> tuple[int, ...] | None:
@@ -84,7 +87,8 @@ def _float_dims(shape: str) -> tuple[int, ...] | None:
   return tuple(int(d) for d in inside.split(",") if d)
 
 
-def compute_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> tuple[float, str]:
+def compute_seconds(instr: Instruction, comp: Computation, hw: Hardware,
+                    attention_efficiency: float = 1.0) -> tuple[float, str]:
   """(seconds, source) of a non-collective, non-control-flow instruction on one device."""
   cycles = instr.estimated_cycles
   if cycles is not None:
@@ -95,7 +99,7 @@ def compute_seconds(instr: Instruction, comp: Computation, hw: Hardware) -> tupl
     if instr.custom_call_target in _FREE_TARGETS:
       return 0.0, "free"
     if instr.custom_call_target == "tpu_custom_call":
-      return custom_call_seconds(instr, comp, hw)
+      return custom_call_seconds(instr, comp, hw, attention_efficiency)
   if instr.opcode == "dynamic-update-slice" and len(instr.operands) > 1:
     update = comp.by_name.get(instr.operands[1])
     moved = 2 * (update.bytes if update else instr.bytes)
@@ -112,8 +116,12 @@ def _group_box(coords: Sequence[Sequence[int]]) -> tuple[int, ...]:
 
 
 def collective_seconds(kind: str, bytes_in: float, coords: Sequence[Sequence[int]],
-                       dims: Sequence[int], wraparound: Sequence[bool], hw: Hardware) -> float:
-  """Modelled time of one collective over devices at `coords` in a slice of chip grid `dims`."""
+                       dims: Sequence[int], wraparound: Sequence[bool], hw: Hardware,
+                       ici_efficiency: float = 1.0) -> float:
+  """Modelled time of one collective over devices at `coords` in a slice of chip grid `dims`.
+
+  `ici_efficiency` scales the published link bandwidth (calibration.ICI_EFFICIENCY).
+  """
   n = len(coords)
   if n <= 1 or bytes_in <= 0:
     return 0.0
@@ -125,7 +133,7 @@ def collective_seconds(kind: str, bytes_in: float, coords: Sequence[Sequence[int
   wrap = [w and size == full for w, size, full in zip(wraparound, box, dims)]
   links = sum(2 if size > 2 else 1 for size in box if size > 1)
   per_chip = n / chips
-  link = hw.link_bandwidth
+  link = hw.link_bandwidth * ici_efficiency
   if kind in ("all-to-all", "ragged-all-to-all"):
     longest = max(range(len(box)), key=lambda a: box[a])
     cut = (chips / box[longest]) * (2 if wrap[longest] else 1)

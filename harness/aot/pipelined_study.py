@@ -11,7 +11,6 @@ off and on, and writes a markdown table of the predicted hidden share of all-to-
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import os
 import sys
@@ -23,9 +22,7 @@ import jax  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-from harness.aot.hlo_parse import parse_module  # pylint: disable=g-import-not-at-top
 from harness.aot.run import compile_and_analyze  # pylint: disable=g-import-not-at-top
-from harness.aot.simulate import ScheduleSimulator  # pylint: disable=g-import-not-at-top
 from harness.aot.study import ASYNC_A2A  # pylint: disable=g-import-not-at-top
 from harness.aot.topology import get_topology  # pylint: disable=g-import-not-at-top
 
@@ -63,34 +60,9 @@ def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv
   return jax.jit(fn, out_shardings=seq), (params, x, angles)
 
 
-class _PerKindSimulator(ScheduleSimulator):
-  """The schedule simulation, also summing each collective kind's link time (sync ones too)."""
-
-  def __init__(self, *args):
-    super().__init__(*args)
-    self.seconds_by_kind = collections.Counter()
-    self._times = [1]
-
-  def simulate(self, comp_name: str, times: int):
-    self._times.append(times)
-    try:
-      return super().simulate(comp_name, times)
-    finally:
-      self._times.pop()
-
-  def _comm(self, kind, *args):
-    bytes_in, seconds, group = super()._comm(kind, *args)
-    self.seconds_by_kind[kind] += seconds * self._times[-1]
-    return bytes_in, seconds, group
-
-
-def a2a_hidden_fraction(report: dict, hlo: str, topology, devices=None) -> tuple[float, float]:
+def a2a_hidden_fraction(report: dict) -> tuple[float, float]:
   """(hidden share of all-to-all link time, all-to-all seconds); synchronous ones hide nothing."""
-  coords = [tuple(d.coords) for d in (devices or topology.devices)]
-  sim = _PerKindSimulator(parse_module(hlo), topology.hardware, coords, topology.dims,
-                          topology.wraparound)
-  sim.run()
-  comm = sim.seconds_by_kind["all-to-all"]
+  comm = report["comm_by_kind_s"].get("all-to-all", 0.0)
   hidden = sum(r["hidden_s"] * r["times"] for r in report["async_collectives"]
                if r["kind"] == "all-to-all")
   return (hidden / comm if comm else 0.0), comm
@@ -128,7 +100,7 @@ def run_case(step: str, resolution: str, frames: int | None, chunks: int, kernel
   report, hlo = compile_and_analyze(fn, args, topology, ASYNC_A2A)
   report["wall_s"] = time.perf_counter() - start
   if hlo:  # else the report says why (e.g. it does not fit in HBM)
-    report["a2a_hidden_fraction"], report["a2a_s"] = a2a_hidden_fraction(report, hlo, topology)
+    report["a2a_hidden_fraction"], report["a2a_s"] = a2a_hidden_fraction(report)
   return report
 
 

@@ -36,8 +36,15 @@ def format_table(report: dict) -> str:
   lines.append(f"{'collective':<20}{'count':>7}{'async':>7}{'executed':>10}")
   for kind, c in report["collectives"].items():
     lines.append(f"{kind:<20}{c['count']:>7}{c['async_count']:>7}{c['executed']:>10}")
-  lines.append(f"predicted step {_ms(report['predicted_step_s'])} = compute "
+  bounds = report.get("predicted_step_s_bounds")
+  span = f" [{_ms(bounds[0])} … {_ms(bounds[1])}]" if bounds else ""
+  lines.append(f"predicted step {_ms(report['predicted_step_s'])}{span} = compute "
                f"{_ms(report['compute_s'])} + exposed comm {_ms(report['exposed_comm_s'])}; "
                f"comm {_ms(report['comm_s'])}, hidden {report['hidden_fraction'] * 100:.1f} % of "
                f"min(comm, compute)")
+  if report.get("compute_by_kind_s"):
+    kinds = ", ".join(f"{k} {_ms(v)}" for k, v in report["compute_by_kind_s"].items())
+    lines.append(f"compute by kind: {kinds}; layout ops move {report['layout_bytes'] / 1e9:.2f} GB; "
+                 f"all-to-all hidden under attention "
+                 f"{report['hidden_under_attention_fraction'] * 100:.1f} %")
   return "\n".join(lines)

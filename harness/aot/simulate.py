@@ -7,75 +7,34 @@ transfer if it has not finished — that wait is exposed communication. While lo
 layers) run their body trip-count times; calls and conditionals (the longest branch) are walked
 inline. Every second the compute stream is not computing is exposed
 communication, so predicted = compute + exposed, and hidden = comm - exposed.
+
+Every compute op is attributed to a kind (attribution.KINDS); totals by kind, link time by collective
+kind and bytes moved by layout ops are public on `totals` after `run()`. A `Pricing`
+(calibration.py) sets how the uncertain costs are priced: layout ops at XLA's estimate, their HBM
+roofline or the larger of the two; attention kernels at an efficiency; links at an efficiency.
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
 import re
 from typing import Sequence
 
 from harness.aot import costs
+from harness.aot.attribution import KINDS, OpKinds
+from harness.aot.calibration import NOMINAL, Pricing
 from harness.aot.hardware import Hardware
 from harness.aot.hlo_parse import Computation, Instruction, Module
-
-MAX_OPS_LISTED = 30
-
-
-@dataclasses.dataclass
-class AsyncCollective:
-  """One async collective: its transfer and the compute scheduled between its start and done."""
-  name: str
-  kind: str
-  computation: str
-  bytes: float
-  group_size: int
-  comm_s: float
-  times: int = 1
-  compute_between_s: float = 0.0
-  ops_between: list[dict] = dataclasses.field(default_factory=list)
-  num_ops_between: int = 0
-  exposed_s: float = 0.0
-  hidden_s: float = 0.0
-  issue_s: float = 0.0
-  link_end_s: float = 0.0
-
-  def add_op(self, instr: Instruction, seconds: float) -> None:
-    self.compute_between_s += seconds
-    if seconds <= 0:
-      return
-    self.num_ops_between += 1
-    self.ops_between.append({"name": instr.name, "opcode": instr.opcode, "op_name": instr.op_name,
-                             "seconds": seconds})
-
-  def to_dict(self) -> dict:
-    ops = sorted(self.ops_between, key=lambda o: -o["seconds"])[:MAX_OPS_LISTED]
-    return {"name": self.name, "kind": self.kind, "computation": self.computation,
-            "bytes": self.bytes, "group_size": self.group_size, "times": self.times,
-            "comm_s": self.comm_s, "compute_between_s": self.compute_between_s,
-            "num_ops_between": self.num_ops_between, "exposed_s": self.exposed_s,
-            "hidden_s": self.hidden_s, "ops_between": ops}
-
-
-@dataclasses.dataclass
-class Totals:
-  """Time of one pass over a computation, and what it was made of."""
-  duration_s: float = 0.0
-  compute_s: float = 0.0
-  comm_s: float = 0.0
-
-  def add(self, other: "Totals", times: int) -> None:
-    self.duration_s += times * other.duration_s
-    self.compute_s += times * other.compute_s
-    self.comm_s += times * other.comm_s
+from harness.aot.timeline import AsyncCollective, State, Totals
 
 
 class ScheduleSimulator:
   """Walks a parsed module from its entry and accumulates times, counts and async records."""
 
   def __init__(self, module: Module, hw: Hardware, device_coords: Sequence[Sequence[int]],
-               dims: Sequence[int], wraparound: Sequence[bool]):
-    self.module, self.hw = module, hw
+               dims: Sequence[int], wraparound: Sequence[bool], pricing: Pricing = NOMINAL,
+               kinds: OpKinds | None = None):
+    self.module, self.hw, self.pricing = module, hw, pricing
+    self.kinds = kinds or OpKinds(module)
     # Slices of 2D generations still print 3 coordinates (z = 0): keep one per slice dimension.
     self.coords = [tuple(c)[:len(dims)] for c in device_coords]
     self.dims, self.wraparound = tuple(dims), tuple(wraparound)
@@ -83,9 +42,22 @@ class ScheduleSimulator:
     self.sources = collections.Counter()
     self.async_records: list[AsyncCollective] = []
     self.unknown_trip_counts = 0
+    self.totals = Totals()
 
   def run(self) -> Totals:
-    return self.simulate(self.module.entry, 1)
+    """Simulates the entry once; the result is also kept as `totals`."""
+    self.totals = self.simulate(self.module.entry, 1)
+    return self.totals
+
+  @property
+  def compute_by_kind_s(self) -> dict[str, float]:
+    """Compute seconds a step by kind (attention, matmul, layout, other) after `run()`."""
+    return {kind: self.totals.compute_by_kind_s.get(kind, 0.0) for kind in KINDS}
+
+  @property
+  def comm_by_kind_s(self) -> dict[str, float]:
+    """Link seconds a step by collective kind, synchronous and async, after `run()`."""
+    return dict(sorted(self.totals.comm_by_kind_s.items()))
 
   def _comm(self, kind: str, instr: Instruction, comp: Computation,
             collective: Instruction | None = None) -> tuple[float, float, int]:
@@ -94,7 +66,8 @@ class ScheduleSimulator:
     groups = (collective or instr).replica_groups(len(self.coords))
     group = groups[0]
     coords = [self.coords[i] for i in group if i < len(self.coords)]
-    seconds = costs.collective_seconds(kind, bytes_in, coords, self.dims, self.wraparound, self.hw)
+    seconds = costs.collective_seconds(kind, bytes_in, coords, self.dims, self.wraparound, self.hw,
+                                       self.pricing.ici_efficiency)
     return bytes_in, seconds, len(group)
 
   def _async_kind(self, instr: Instruction) -> tuple[str, Instruction] | None:
@@ -147,11 +120,11 @@ class ScheduleSimulator:
   def simulate(self, comp_name: str, times: int) -> Totals:
     """One pass over a computation's schedule; `times` is how often the caller runs it."""
     comp = self.module.computations[comp_name]
-    state = _State()
+    state = State()
     for instr in comp.instructions:
       nested = self._nested(instr, times)
       if nested is not None:
-        state.run(instr, nested.duration_s, nested.compute_s, nested.comm_s)
+        state.run(instr, nested.duration_s, nested)
         continue
       started = self._async_kind(instr)
       if started is not None:
@@ -168,61 +141,42 @@ class ScheduleSimulator:
       kind = costs.collective_kind(instr.opcode)
       if kind is not None:
         _, seconds, _ = self._comm(kind, instr, comp)
-        state.now = state.link_free = max(state.now, state.link_free) + seconds
-        state.comm += seconds
+        state.collective(kind, seconds)
         self.counts[kind]["count"] += 1
         self.counts[kind]["executed"] += times
         continue
-      seconds, source = costs.compute_seconds(instr, comp, self.hw)
-      self.sources[source] += 1
-      state.run(instr, seconds, seconds, 0.0)
+      op = self._compute(instr, comp)
+      state.run(instr, op.duration_s, op)
     for name in list(state.pending):  # a start whose done lies outside this computation
       self.async_records.append(state.finish(name))
-    return Totals(state.now, state.compute, state.comm)
+    return state.result()
+
+  def _compute(self, instr: Instruction, comp: Computation) -> Totals:
+    """One compute op's time under the pricing, attributed to its kind."""
+    seconds, source = costs.compute_seconds(instr, comp, self.hw,
+                                            self.pricing.attention_efficiency)
+    self.sources[source] += 1
+    kind = "other" if source == "free" else self.kinds.kind(instr)
+    moved = 0.0
+    if kind == "layout":
+      moved = self.kinds.moved_bytes(instr, comp)
+      roofline = moved / self.hw.device_hbm_bandwidth
+      if self.pricing.layout == "lo":
+        seconds = min(seconds, roofline)
+      elif self.pricing.layout == "hi":
+        seconds = max(seconds, roofline)
+    return Totals(seconds, seconds, 0.0, collections.Counter({kind: seconds}), layout_bytes=moved)
 
   def _start(self, kind: str, collective: Instruction, instr: Instruction, comp: Computation,
-             times: int, state: "_State") -> None:
+             times: int, state: State) -> None:
     bytes_in, seconds, group = self._comm(kind, instr, comp, collective)
     begin = max(state.now, state.link_free)
     state.link_free = begin + seconds
-    state.comm += seconds
+    state.totals.comm_s += seconds
+    state.totals.comm_by_kind_s[kind] += seconds
     self.counts[kind]["count"] += 1
     self.counts[kind]["async_count"] += 1
     self.counts[kind]["executed"] += times
     state.pending[instr.name] = AsyncCollective(
         instr.name, kind, comp.name, bytes_in, group, seconds, times, issue_s=state.now,
-        link_end_s=state.link_free)
-
-
-@dataclasses.dataclass
-class _State:
-  """Clocks of one pass: compute stream time, when the link frees up, and open async collectives."""
-  now: float = 0.0
-  link_free: float = 0.0
-  compute: float = 0.0
-  comm: float = 0.0
-  pending: dict = dataclasses.field(default_factory=dict)
-  alias: dict = dataclasses.field(default_factory=dict)
-
-  def started_by(self, instr: Instruction) -> str | None:
-    """The open async collective this instruction consumes (directly or through aliases), if any."""
-    for operand in instr.operands:
-      name = self.alias.get(operand, operand)
-      if name in self.pending:
-        return name
-    return None
-
-  def run(self, instr: Instruction, duration: float, compute: float, comm: float) -> None:
-    for rec in self.pending.values():
-      rec.add_op(instr, duration)
-    self.now += duration
-    self.compute += compute
-    self.comm += comm
-
-  def finish(self, name: str) -> AsyncCollective:
-    """Waits for an open collective's transfer; records what it exposed."""
-    rec = self.pending.pop(name)
-    rec.exposed_s = max(0.0, rec.link_end_s - self.now)
-    rec.hidden_s = max(0.0, rec.comm_s - rec.exposed_s)
-    self.now = max(self.now, rec.link_end_s)
-    return rec
+        link_begin_s=begin, link_end_s=state.link_free)

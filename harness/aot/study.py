@@ -22,6 +22,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from harness.aot import gain as gain_lib
 from harness.aot.run import compile_and_analyze
 from harness.aot.topology import get_topology
 
@@ -102,13 +103,20 @@ def study(resolutions, contexts, kernel: str, chunk_limit: int) -> str:
       single = run_case(Case(TOKENS[resolution], context, 1), kernel)
       default = run_case(Case(TOKENS[resolution], context, 1), kernel, flags=())
       lines.append(_row("1, default flags", default, single))
+      reports = {1: single}
       for chunks in range(1, top + 1):
-        report = single if chunks == 1 else run_case(Case(TOKENS[resolution], context, chunks),
-                                                     kernel)
-        lines.append(_row(str(chunks), report, single))
+        if chunks not in reports:
+          reports[chunks] = run_case(Case(TOKENS[resolution], context, chunks), kernel)
+        lines.append(_row(str(chunks), reports[chunks], single))
         print(lines[-1], file=sys.stderr, flush=True)
-      lines.append("")
+      lines += [""] + gain_sentences(reports)
   return "\n".join(lines)
+
+
+def gain_sentences(reports: dict[int, dict]) -> list[str]:
+  """One line per C >= 2: the predicted gain over C=1, decomposed and bounded (harness.aot.gain)."""
+  gains = gain_lib.gains_by_chunks(reports)
+  return [f"- {g.sentence(f'C={c}')}" for c, g in gains.items()] + ([""] if gains else [])
 
 
 FULL_MODEL_FILES = ("models/wan2_2_a14b.gin", "video/720p.gin", "attention/ulysses.gin",
@@ -144,13 +152,13 @@ def full_model_study(topologies, chunk_counts, kernel: str) -> str:
               "| C | async a2a | comm ms | compute ms | Δ compute ms | exposed ms | hidden | "
               "predicted ms | gain vs C=1 | overlap-only gain | HBM GiB | compile s |",
               "|" + "---|" * 12]
-    base = None
+    base, reports = None, {}
     for chunks in [c for c in chunk_counts if c <= max_chunks(40, context)]:
-      report = run_full_model(topology, chunks, kernel, out_dir)
+      report = reports[chunks] = run_full_model(topology, chunks, kernel, out_dir)
       base = base or report
       lines.append(_row(str(chunks), report, base))
       print(lines[-1], file=sys.stderr, flush=True)
-    lines.append("")
+    lines += [""] + gain_sentences(reports)
   return "\n".join(lines)
 
 
