@@ -20,7 +20,8 @@ ASYNC_A2A = ("--xla_tpu_enable_async_all_to_all=true",
 @pytest.mark.parametrize("name,canonical,dims", [
     ("v5p:2x2x2", "v5p", (2, 2, 2)), ("v5p-16", "v5p", (2, 2, 2)), ("v5p-8", "v5p", (2, 2, 1)),
     ("v5e:2x4", "v5e", (2, 4)), ("v5litepod-8", "v5e", (2, 4)), ("v6e:2x4", "v6e", (2, 4)),
-    ("v4:2x2x2", "v4", (2, 2, 2)), ("v6e-16", "v6e", (4, 4))])
+    ("v4:2x2x2", "v4", (2, 2, 2)), ("v6e-16", "v6e", (4, 4)),
+    ("tpu7x:2x2x1", "tpu7x", (2, 2, 1))])
 def test_topology_names(name, canonical, dims):
   assert topology_lib.parse_topology_name(name) == (canonical, dims)
 
@@ -178,7 +179,7 @@ def test_shipped_flag_sets_parse_and_compile(name):
 
 
 @pytest.mark.parametrize("name,generation", [("v5e:2x4", "v5e"), ("v6e:2x4", "v6e"),
-                                             ("v4:2x2x2", "v4")])
+                                             ("v4:2x2x2", "v4"), ("tpu7x:2x2x1", "tpu7x")])
 def test_other_generations_compile(name, generation):
   topo = topology_lib.get_topology(name)
   fn, args = _attention(topo, 8, 1, seq=256)
