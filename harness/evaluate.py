@@ -18,7 +18,7 @@ def denoise(ctx, program, setup, params, num_steps: int, first_step: int = 0,
   n = setup.sampler.denoising_steps
   sigmas = [float(s) for s in diffusion.sigma_schedule(n, setup.sampler.shift)]
   batch = make_batch_fn(setup.data, ctx.mesh)(0)
-  x_sh = batch_sharding(ctx.mesh, 5)
+  x_sh = batch_sharding(ctx.mesh, 5, setup.data.batch)
   noise = jax.jit(lambda k: jax.random.normal(k, batch["latents"].shape), out_shardings=x_sh)
   key = jax.random.key(setup.seed + 2)
   x0 = noise(key)
