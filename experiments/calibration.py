@@ -19,8 +19,9 @@ import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from calibration_points import POINTS, Point  # pylint: disable=g-import-not-at-top,wrong-import-position
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # calibration_points, and the harness for reanalyze
+from calibration_points import POINTS, Point  # noqa: E402  pylint: disable=wrong-import-position
 
 LAYOUTS = ("estimate", "roofline")
 BAND = (0.8, 1.25)
@@ -154,15 +155,33 @@ def to_markdown(result: dict) -> str:
   return "\n".join(lines)
 
 
+def reanalyze(aot: dict, hlo_path: str) -> dict:
+  """aot.json re-derived from the saved scheduled HLO by the current analysis (no recompile)."""
+  from harness.aot.analysis import analyze_hlo  # pylint: disable=g-import-not-at-top
+  from harness.aot.topology import get_topology  # pylint: disable=g-import-not-at-top
+  from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
+  topo = get_topology(aot["topology"]["name"])
+  # The compile's logical device order is its arguments' mesh order (harness.aot.run).
+  mesh = make_mesh(**aot["mesh"], devices=topo.devices)
+  coords = [tuple(d.coords) for d in mesh.devices.flat]
+  with open(hlo_path) as f:
+    text = f.read()
+  return {**aot, **analyze_hlo(text, topo.hardware, coords, topo.dims, topo.wraparound)}
+
+
 def load_predictions(results_dir: str) -> dict[str, Prediction]:
-  """The aot.json of every run the points name."""
+  """The aot.json of every run the points name, re-analysed from its HLO when it lacks a field."""
   preds = {}
   for run in sorted({p.run for p in POINTS}):
     path = os.path.join(results_dir, run, "aot.json")
     if not os.path.exists(path):
       raise ValueError(f"{path} is missing; run the calibration sweep first")
     with open(path) as f:
-      preds[run] = read_prediction(json.load(f), run)
+      aot = json.load(f)
+    hlo = os.path.join(results_dir, run, "aot_hlo.txt")
+    if "bound_scenarios" not in aot and aot.get("fits_hbm") and os.path.exists(hlo):
+      aot = reanalyze(aot, hlo)
+    preds[run] = read_prediction(aot, run)
   return preds
 
 
