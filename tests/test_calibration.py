@@ -103,3 +103,18 @@ def test_shipped_points_are_consistent():
   assert fit_generations == {p.generation for p in calibration_points.POINTS}
   pr376 = [p for p in calibration_points.POINTS if p.name == "pr376-v6e-ulysses"][0]
   assert pr376.measured_s == pytest.approx(2 * (491.22 - 251.45) / 40) and pr376.fit
+
+
+def test_reanalysis_of_saved_hlo_reproduces_the_report(tmp_path):
+  from harness import config as config_lib  # pylint: disable=g-import-not-at-top
+  from harness import run as run_lib  # pylint: disable=g-import-not-at-top
+  from harness.aot.entry import run_aot_mode  # pylint: disable=g-import-not-at-top
+  config_lib.parse(["quickstart.gin", "hardware/tpu_async_a2a.gin"], [
+      "run.mode = 'aot'", f"run.output_dir = '{tmp_path}'", "run.run_name = 'aot'",
+      "aot.topology = 'v5p:2x2x2'", "aot.step = 'eval'", "model.num_layers = 1",
+      "mesh.data = 2"])
+  report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
+  saved = json.loads((tmp_path / "aot" / "aot.json").read_text())
+  again = calibration.reanalyze(saved, str(tmp_path / "aot" / "aot_hlo.txt"))
+  assert again["predicted_step_s"] == pytest.approx(report["predicted_step_s"], rel=1e-12)
+  assert again["comm_s"] == pytest.approx(report["comm_s"], rel=1e-12) and report["comm_s"] > 0
