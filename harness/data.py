@@ -52,7 +52,8 @@ def synthetic_batch(spec: DataSpec, step: jnp.ndarray) -> dict[str, jnp.ndarray]
 
 
 def batch_shardings(spec: DataSpec, mesh: Mesh) -> dict:
-  return {"latents": batch_sharding(mesh, 5), "text": batch_sharding(mesh, 3)}
+  return {"latents": batch_sharding(mesh, 5, spec.batch),
+          "text": batch_sharding(mesh, 3, spec.batch)}
 
 
 def make_batch_fn(spec: DataSpec, mesh: Mesh):

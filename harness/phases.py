@@ -225,7 +225,7 @@ def denoise(ctx: PhaseContext, program, setup, params, num_steps: int,
   sigmas = [float(s) for s in diffusion.sigma_schedule(n, setup.sampler.shift)]
   batch = make_batch_fn(setup.data, ctx.mesh)(0)
   noise = jax.jit(lambda k: jax.random.normal(k, batch["latents"].shape),
-                  out_shardings=batch_sharding(ctx.mesh, 5))
+                  out_shardings=batch_sharding(ctx.mesh, 5, setup.data.batch))
   key = jax.random.key(setup.seed + 2)
   x0 = noise(key)
   compiled, compile_s = compile_step(

@@ -107,9 +107,13 @@ def _platform(mesh) -> str | None:
   return mesh.devices.flat[0].platform
 
 
-def validate(cfgs: Configs, mesh) -> None:
-  """Fails fast, before tracing, on shapes the attention or the mesh cannot take."""
-  from harness.attention import validate as validate_attention  # pylint: disable=g-import-not-at-top
+def validate(cfgs: Configs, mesh, step: str | None = None) -> None:
+  """Fails fast, before tracing, on shapes the attention or the mesh cannot take.
+
+  `step` ('train' | 'eval', default run.mode) decides the batch rule: eval runs the CFG pair, a
+  batch of 2 * run.batch_size, so batch 1 on mesh.data=2 is how published setups run it.
+  """
+  from harness.attention import validate as validate_attention
   attn = cfgs.attention
   validate_attention(heads=cfgs.model.num_heads, kv_heads=cfgs.model.num_heads,
                      context=mesh.shape["context"], variant=attn.variant,
@@ -118,7 +122,12 @@ def validate(cfgs: Configs, mesh) -> None:
                      platform=_platform(mesh))
   cfgs.model.grid(cfgs.video)
   batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
-  if cfgs.run.batch_size % batch_par:
+  step = step or cfgs.run.mode
+  if step == "eval" and (2 * cfgs.run.batch_size) % batch_par:
+    raise ValueError(f"run.batch_size={cfgs.run.batch_size} gives an eval batch of "
+                     f"{2 * cfgs.run.batch_size} (the CFG pair), not divisible by "
+                     f"mesh.data*mesh.fsdp={batch_par}")
+  if step != "eval" and cfgs.run.batch_size % batch_par:
     raise ValueError(f"run.batch_size={cfgs.run.batch_size} is not divisible by "
                      f"mesh.data*mesh.fsdp={batch_par}")
   _validate_profiler(cfgs)

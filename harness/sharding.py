@@ -7,9 +7,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from harness.mesh_axes import BATCH_AXES, CONTEXT, FSDP
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-  """Leading batch axis split over data and fsdp, the rest replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, ndim: int, batch: int | None = None) -> NamedSharding:
+  """Leading batch axis split over data and fsdp, the rest replicated.
+
+  A `batch` that does not split stays replicated: an eval batch of 1 on mesh.data=2 is doubled
+  into the CFG pair inside the step, and that pair is what the data axes share.
+  """
+  ways = mesh.shape[BATCH_AXES[0]] * mesh.shape[BATCH_AXES[1]]
+  batch_axes = None if batch is not None and batch % ways else BATCH_AXES
+  return NamedSharding(mesh, P(batch_axes, *([None] * (ndim - 1))))
 
 
 def activation_sharding(mesh: Mesh) -> NamedSharding:

@@ -135,7 +135,7 @@ def build_program(setup: Setup, mesh: Mesh) -> Program:
 
   b_sh = batch_shardings(setup.data, mesh)
   replicated = NamedSharding(mesh, P())
-  x_sh = batch_sharding(mesh, 5)
+  x_sh = batch_sharding(mesh, 5, setup.data.batch)
   return Program(
       graphdef, abstract_params, p_sh, o_sh,
       init=jax.jit(init, static_argnums=0, out_shardings=(p_sh, o_sh)),
@@ -154,9 +154,9 @@ def abstract_train_args(program: Program, setup: Setup, mesh: Mesh) -> tuple:
   opt_state = jax.tree.map(sds, opt_state, program.opt_shardings)
   spec = setup.data
   batch = {"latents": jax.ShapeDtypeStruct((spec.batch, *spec.latent), jnp.float32,
-                                           sharding=batch_sharding(mesh, 5)),
+                                           sharding=batch_sharding(mesh, 5, spec.batch)),
            "text": jax.ShapeDtypeStruct((spec.batch, spec.text_len, spec.text_dim), jnp.float32,
-                                        sharding=batch_sharding(mesh, 3))}
+                                        sharding=batch_sharding(mesh, 3, spec.batch))}
   step = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
   return params, opt_state, batch, step
 

@@ -20,7 +20,8 @@ ASYNC_A2A = ("--xla_tpu_enable_async_all_to_all=true",
 @pytest.mark.parametrize("name,canonical,dims", [
     ("v5p:2x2x2", "v5p", (2, 2, 2)), ("v5p-16", "v5p", (2, 2, 2)), ("v5p-8", "v5p", (2, 2, 1)),
     ("v5e:2x4", "v5e", (2, 4)), ("v5litepod-8", "v5e", (2, 4)), ("v6e:2x4", "v6e", (2, 4)),
-    ("v4:2x2x2", "v4", (2, 2, 2)), ("v6e-16", "v6e", (4, 4))])
+    ("v4:2x2x2", "v4", (2, 2, 2)), ("v6e-16", "v6e", (4, 4)),
+    ("tpu7x:2x2x1", "tpu7x", (2, 2, 1))])
 def test_topology_names(name, canonical, dims):
   assert topology_lib.parse_topology_name(name) == (canonical, dims)
 
@@ -184,7 +185,7 @@ def test_shipped_flag_sets_parse_and_compile(name):
 
 
 @pytest.mark.parametrize("name,generation", [("v5e:2x4", "v5e"), ("v6e:2x4", "v6e"),
-                                             ("v4:2x2x2", "v4")])
+                                             ("v4:2x2x2", "v4"), ("tpu7x:2x2x1", "tpu7x")])
 def test_other_generations_compile(name, generation):
   topo = topology_lib.get_topology(name)
   fn, args = _attention(topo, 8, 1, seq=256)
@@ -246,3 +247,20 @@ def test_splash_without_async_flag_overlaps_nothing(splash_reports):
   g = gain.predicted_gain(single, chunked)
   assert g.overlap == 0.0
   assert g.total == pytest.approx(g.communication + sum(g.compute.values()))
+
+
+@pytest.mark.parametrize("variant,collective", [("gspmd_heads", "all-to-all"),
+                                                ("all_gather", "all-gather")])
+def test_baseline_variants_compile_with_their_collectives(variant, collective):
+  topo = topology_lib.get_topology("v5p:2x2x2")
+  mesh = make_mesh(context=-1, devices=topo.devices)
+  spec = NamedSharding(mesh, P(("data", "fsdp"), "context"))
+  x = jax.ShapeDtypeStruct((2, 1024, 8, 128), jnp.bfloat16, sharding=spec)
+  fn = lambda q, k, v: context_parallel_attention(q, k, v, mesh=mesh, variant=variant,
+                                                  kernel="splash")
+  report = run_aot(fn, (x, x, x), topology=topo, flags=ASYNC_A2A, print_table=False)
+  # XLA reshards into and out of the head-sharded kernel; all_gather gathers K and V.
+  assert report["collectives"][collective]["count"] >= 2, report["collectives"]
+  assert report["comm_s"] > 0 and report["compute_s"] > 0
+  if variant == "all_gather":
+    assert "all-to-all" not in report["collectives"]

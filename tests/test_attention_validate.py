@@ -12,7 +12,7 @@ from harness.mesh import make_mesh
 
 
 def test_variants_are_the_gin_choices():
-  assert VARIANTS == ("dense", "ulysses", "ring", "ulysses_ring")
+  assert VARIANTS == ("dense", "ulysses", "ring", "ulysses_ring", "gspmd_heads", "all_gather")
 
 
 def test_uneven_chunks_are_multiples_of_the_degree_larger_first():
@@ -53,7 +53,8 @@ def test_group_split_across_devices_sends_one_kv_head_per_q_head():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(variant="flash"), "attention.variant='flash' is invalid; valid choices: 'dense', "
-                            "'ulysses', 'ring', 'ulysses_ring'"),
+                            "'ulysses', 'ring', 'ulysses_ring', 'gspmd_heads', "
+                            "'all_gather'"),
     (dict(kernel="fast"), "attention.kernel='fast' is invalid; valid choices: 'xla', "
                           "'blockwise', 'splash', 'cudnn'"),
     (dict(kernel="splash", platform="cpu"), "attention.kernel='splash' is invalid on cpu; "
@@ -83,6 +84,20 @@ def test_group_split_across_devices_sends_one_kv_head_per_q_head():
     (dict(variant="dense", packed_qkv=True), "attention.packed_qkv=True needs attention.variant "
                                              "in ('ulysses', 'ring', 'ulysses_ring'); variant "
                                              "'dense' sends nothing"),
+    (dict(variant="gspmd_heads", packed_qkv=True), "attention.packed_qkv=True needs "
+                                                   "attention.variant in ('ulysses', 'ring', "
+                                                   "'ulysses_ring', 'all_gather'); variant "
+                                                   "'gspmd_heads' leaves sends to XLA"),
+    (dict(variant="gspmd_heads", heads=12, kv_heads=12, context=8),
+     "heads=12 is not a multiple of the Ulysses degree mesh.context=8: set attention.pad_heads="
+     "True (then attention.num_chunks in 1..2) or use mesh.context in (1, 2, 3, 4, 6, 12)"),
+    (dict(variant="all_gather", num_chunks=2), "attention.num_chunks=2 needs attention.variant "
+                                               "in ('ulysses', 'ulysses_ring'); variant "
+                                               "'all_gather' takes attention.num_chunks=1"),
+    (dict(variant="gspmd_heads", ulysses_degree=2), "attention.ulysses_degree=2 needs "
+                                                    "attention.variant in ('ulysses', "
+                                                    "'ulysses_ring'); valid choice for "
+                                                    "'gspmd_heads': None"),
     (dict(variant="ulysses", ulysses_degree=2), "attention.ulysses_degree=2 is invalid for "
                                                 "variant 'ulysses' (it uses mesh.context=4); "
                                                 "valid choices: None, 4"),

@@ -17,7 +17,8 @@ TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 SMALL_BLOCKS = kernels.KernelOptions(block_q=8, block_kv=8)
 
 # (variant, context, heads, kv_heads, seq, extra arguments): GQA, ragged sequences, masks that
-# leave whole ring blocks empty, packed sends of q,k,v together and of k,v only.
+# leave whole ring blocks empty, packed sends of q,k,v together and of k,v only; the baselines with
+# kv heads that split over the devices and ones that do not (GQA/MQA), and padded heads.
 CASES = [
     ("ring", 4, 4, 2, 19, dict()),
     ("ring", 4, 4, 1, 21, dict(packed_qkv=True, kv_valid_len=13)),
@@ -27,6 +28,11 @@ CASES = [
     ("ulysses_ring", 4, 8, 2, 19, dict(ulysses_degree=2, num_chunks=2)),
     ("ulysses_ring", 8, 16, 16, 34, dict(ulysses_degree=4, num_chunks=2, packed_qkv=True,
                                          kv_valid_len=30)),
+    ("gspmd_heads", 4, 8, 2, 19, dict()),
+    ("gspmd_heads", 4, 8, 4, 16, dict(kv_valid_len=11)),
+    ("gspmd_heads", 8, 12, 4, 20, dict(pad_heads=True, kv_valid_len=9)),
+    ("all_gather", 4, 8, 2, 19, dict()),
+    ("all_gather", 4, 4, 1, 21, dict(packed_qkv=True, kv_valid_len=13)),
 ]
 
 
@@ -40,7 +46,8 @@ def test_variant_matches_dense_fp32(variant, context, heads, kv_heads, seq, extr
   assert max(max_abs_errors(got, want)) <= TOL[jnp.float32]
 
 
-@pytest.mark.parametrize("variant,extra", [("ulysses", dict(num_chunks=2)), ("ring", dict())])
+@pytest.mark.parametrize("variant,extra", [("ulysses", dict(num_chunks=2)), ("ring", dict()),
+                                           ("gspmd_heads", dict()), ("all_gather", dict())])
 def test_blockwise_kernel_matches_dense_fp32(variant, extra):
   mesh = mesh_of(4)
   q, k, v, cotangent = make_inputs(8, 4, 38)
@@ -51,7 +58,8 @@ def test_blockwise_kernel_matches_dense_fp32(variant, extra):
 
 
 @pytest.mark.parametrize("variant,extra", [
-    ("ulysses", dict(num_chunks=2)), ("ring", dict(packed_qkv=True))])
+    ("ulysses", dict(num_chunks=2)), ("ring", dict(packed_qkv=True)), ("gspmd_heads", dict()),
+    ("all_gather", dict(packed_qkv=True))])
 def test_bf16_matches_dense(variant, extra):
   mesh = mesh_of(4)
   q, k, v, cotangent = make_inputs(8, 8, 24, dtype=jnp.bfloat16)

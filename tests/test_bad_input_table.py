@@ -73,8 +73,8 @@ DRY_RUN_ROWS = [
     ("mesh.data=2", "run.batch_size=1 is not divisible by mesh.data*mesh.fsdp=2"),
     ("sampler.denoising_steps=0", "sampler.denoising_steps=0: must be > 0"),
     ("attention.variant='ulises'", "attention.variant='ulises' is invalid; valid choices: "
-                                   "'dense', 'ulysses', 'ring', 'ulysses_ring'; did you mean "
-                                   "'ulysses'?"),
+                                   "'dense', 'ulysses', 'ring', 'ulysses_ring', 'gspmd_heads', "
+                                   "'all_gather'; did you mean 'ulysses'?"),
     ("attention.kernel='splsh'", "attention.kernel='splsh' is invalid; valid choices: "
                                  "'xla', 'blockwise', 'splash', 'cudnn'; did you mean 'splash'?"),
     ("attention.kernel='flash'", "attention.kernel='flash' is invalid; valid choices: "

@@ -39,7 +39,7 @@ def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None,
   topology = get_topology(aot.topology)
   mesh = build_mesh(cfgs.mesh, devices=topology.devices)
   from harness import run as run_lib  # pylint: disable=g-import-not-at-top
-  run_lib.validate(cfgs, mesh)
+  run_lib.validate(cfgs, mesh, step=aot.step)
   fn, args = step_and_args(cfgs, mesh, aot.step)
   out_dir = str(out_dir or cfgs.run_dir)
   os.makedirs(out_dir, exist_ok=True)

@@ -20,16 +20,25 @@ def _ms(seconds: float | None) -> str:
   return "n/a" if seconds is None else f"{seconds * 1e3:.3f} ms"
 
 
+def _hbm_line(report: dict) -> str:
+  """HBM use against libtpu's limit (the verdict is libtpu's) and the published capacity."""
+  verdict = "fits" if report["fits_hbm"] else "DOES NOT FIT"
+  used = "n/a" if report.get("hbm_bytes") is None else f"{report['hbm_bytes'] / _GIB:.2f} GiB"
+  margin = report.get("hbm_margin_bytes")
+  margin = "" if margin is None else f", margin {margin / _GIB:+.2f} GiB"
+  limit = report.get("hbm_limit_bytes") or report["hbm_capacity_bytes"]
+  return (f"HBM per device: {used} of {limit / _GIB:.2f} GiB usable "
+          f"({report['hbm_capacity_bytes'] / _GIB:.2f} GiB published) -> {verdict}{margin}")
+
+
 def format_table(report: dict) -> str:
   """A short human-readable summary of one AOT report."""
   topo = report["topology"]
   lines = [f"AOT {report.get('step', '')} step for {topo['name']} ({topo['num_devices']} devices), "
            f"{len(report.get('libtpu_flags', []))} LIBTPU flags, compile "
            f"{report.get('compile_time_s', 0):.1f} s"]
-  if report.get("hbm_bytes") is not None:
-    verdict = "fits" if report["fits_hbm"] else "DOES NOT FIT"
-    lines.append(f"HBM per device: {report['hbm_bytes'] / _GIB:.2f} GiB of "
-                 f"{report['hbm_capacity_bytes'] / _GIB:.2f} GiB -> {verdict}")
+  if report.get("hbm_bytes") is not None or report.get("fits_hbm") is False:
+    lines.append(_hbm_line(report))
   if report.get("error"):
     lines.append(f"compile failed: {report['error']}")
     return "\n".join(lines)

@@ -11,12 +11,15 @@ from typing import Any
 from harness.aot.hardware import Hardware, hardware_for
 from harness.aot.native_stderr import quiet_libtpu
 
-_EXAMPLES = "'v5p:2x2x2', 'v5p-16', 'v5e:2x4', 'v5litepod-8', 'v6e:2x4', 'v4:2x2x2'"
-_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v5e": "v5e", "v5p": "v5p", "v6e": "v6e", "v4": "v4"}
+_EXAMPLES = ("'v5p:2x2x2', 'v5p-16', 'v5e:2x4', 'v5litepod-8', 'v6e:2x4', 'v4:2x2x2', "
+             "'tpu7x:2x2x1', 'tpu7x-8'")
+# libtpu knows Ironwood as 'tpu7x' (it rejects 'v7x:...'); 'v7x' is accepted here as a spelling.
+_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v5e": "v5e", "v5p": "v5p", "v6e": "v6e", "v4": "v4",
+            "tpu7x": "tpu7x", "v7x": "tpu7x"}
 # v4 otherwise shows one device per TensorCore, which mesh utilities reject ("megacore" mode).
 _CHIP_CONFIG = {"v4": {"chip_config_name": "megacore"}}
-_NDIMS = {"v4": 3, "v5p": 3, "v5e": 2, "v6e": 2}
-# Accelerator types name chips for v5e/v6e and TensorCores (2 a chip) for v4/v5p; these are the
+_NDIMS = {"v4": 3, "v5p": 3, "v5e": 2, "v6e": 2, "tpu7x": 3}
+# Accelerator types name chips for v5e/v6e and TensorCores (2 a chip) for v4/v5p/tpu7x; these are the
 # slice shapes the Cloud TPU pages list for each size.
 _SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
               256: (16, 16)}

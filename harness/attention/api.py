@@ -7,7 +7,9 @@ import jax
 from jax.sharding import Mesh
 
 from harness import mesh_axes
+from harness.attention import all_gather
 from harness.attention import dense
+from harness.attention import gspmd_heads
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
 from harness.attention import layout
@@ -16,7 +18,7 @@ from harness.attention import ulysses
 from harness.attention import ulysses_ring
 from harness.suggest import did_you_mean
 
-VARIANTS = ("dense", "ulysses", "ring", "ulysses_ring")
+VARIANTS = ("dense", "ulysses", "ring", "ulysses_ring", "gspmd_heads", "all_gather")
 RING_VARIANTS = ("ring", "ulysses_ring")
 CHUNKED_VARIANTS = ("ulysses", "ulysses_ring")
 
@@ -37,6 +39,9 @@ def _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_q
     if packed_qkv:
       raise ValueError("attention.packed_qkv=True needs attention.variant in "
                        "('ulysses', 'ring', 'ulysses_ring'); variant 'dense' sends nothing")
+  if variant == "gspmd_heads" and packed_qkv:
+    raise ValueError("attention.packed_qkv=True needs attention.variant in ('ulysses', 'ring', "
+                     "'ulysses_ring', 'all_gather'); variant 'gspmd_heads' leaves sends to XLA")
   if variant in RING_VARIANTS:
     _check_choice("attention.kernel", kernel, kernels.LSE_KERNELS,
                   f" for variant {variant!r} (it merges log-sum-exps)")
@@ -66,6 +71,8 @@ def validate(*, heads: int, kv_heads: int, context: int, variant: str = "ulysses
   _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_qkv, context)
   if kv_heads < 1 or heads % kv_heads:
     raise ValueError(f"kv_heads={kv_heads} must divide heads={heads} (GQA/MQA)")
+  if variant == "gspmd_heads":
+    heads_lib.validate_heads(heads, kv_heads, context, 1, pad_heads, "mesh.context")
   if variant not in CHUNKED_VARIANTS:
     return None
   degree, binding = ((context, "mesh.context") if variant == "ulysses"
@@ -104,6 +111,12 @@ def context_parallel_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array,
   if variant == "ulysses":
     return ulysses.ulysses_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh,
                                      num_chunks=num_chunks, **common)
+  if variant == "gspmd_heads":
+    return gspmd_heads.gspmd_heads_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh,
+                                             kernel=kernel, kv_valid_len=kv_valid_len,
+                                             kernel_options=kernel_options)
+  if variant == "all_gather":
+    return all_gather.all_gather_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh, **common)
   if variant == "ring":
     logging.info("attention ring kernel=%s size=%d packed_kv=%s: q %s, kv %s", kernel, context,
                  packed_qkv, q_BxSxHxD.shape, k_BxTxKxD.shape)

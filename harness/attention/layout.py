@@ -33,10 +33,10 @@ def check_batch(batch: int, mesh: Mesh) -> None:
 
 def run_sharded(local_fn: LocalFn, mesh: Mesh, q_seq_axes, kv_seq_axes, q_BxSxHxD: jax.Array,
                 k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, kv_valid_len,
-                kernel: str) -> jax.Array:
+                kernel: str, head_axes=None) -> jax.Array:
   """Runs local_fn(q, k, v, kv_valid_len) on local shards; a traced kv_valid_len rides along."""
-  q_spec = P(mesh_axes.BATCH_AXES, q_seq_axes, None, None)
-  kv_spec = P(mesh_axes.BATCH_AXES, kv_seq_axes, None, None)
+  q_spec = P(mesh_axes.BATCH_AXES, q_seq_axes, head_axes, None)
+  kv_spec = P(mesh_axes.BATCH_AXES, kv_seq_axes, head_axes, None)
   if padding.is_static(kv_valid_len):
     body = lambda q, k, v: local_fn(q, k, v, kv_valid_len)
     operands, specs = (q_BxSxHxD, k_BxTxKxD, v_BxTxKxD), (q_spec, kv_spec, kv_spec)

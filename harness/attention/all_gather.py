@@ -1,0 +1,51 @@
+"""All-gather context parallelism (MaxText's default): q stays sequence-sharded, K/V are gathered.
+
+Each device attends its own query block to the whole sequence; the backward pass is autodiff's
+transpose of the gather, a reduce-scatter of the K/V gradients.
+"""
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh
+
+from harness import mesh_axes
+from harness.attention import kernels
+from harness.attention import layout
+from harness.attention import padding
+
+
+def _gather_kv(k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, axis: str, packed: bool):
+  """Full-sequence k, v from every device's block; packed sends both in one all-gather."""
+  with jax.named_scope("all_gather_kv"):
+    if packed:
+      kv_BxTx2xKxD = lax.all_gather(jnp.stack([k_BxTxKxD, v_BxTxKxD], axis=2), axis, axis=1,
+                                    tiled=True)
+      return kv_BxTx2xKxD[:, :, 0], kv_BxTx2xKxD[:, :, 1]
+    return (lax.all_gather(k_BxTxKxD, axis, axis=1, tiled=True),
+            lax.all_gather(v_BxTxKxD, axis, axis=1, tiled=True))
+
+
+def all_gather_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
+                         mesh: Mesh, kernel: str, packed_qkv: bool, kv_valid_len,
+                         kernel_options) -> jax.Array:
+  """Attention of sequence-sharded q against K/V all-gathered over 'context'."""
+  context = mesh.shape[mesh_axes.CONTEXT]
+  seq, seq_kv = q_BxSxHxD.shape[1], k_BxTxKxD.shape[1]
+  q_BxSxHxD = padding.pad_seq(q_BxSxHxD, context)
+  k_BxTxKxD, v_BxTxKxD = padding.pad_seq(k_BxTxKxD, context), padding.pad_seq(v_BxTxKxD, context)
+  valid = padding.valid_len_after_padding(kv_valid_len, seq_kv, k_BxTxKxD.shape[1])
+  logging.info("attention all_gather kernel=%s size=%d packed_kv=%s: q %s, kv %s", kernel, context,
+               packed_qkv, q_BxSxHxD.shape, k_BxTxKxD.shape)
+
+  def local(q, k, v, valid_len):
+    k_full, v_full = _gather_kv(k, v, mesh_axes.CONTEXT, packed_qkv)
+    return kernels.local_attention(q, k_full, v_full, kernel=kernel, kv_valid_len=valid_len,
+                                   options=kernel_options)
+
+  out_BxSxHxD = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q_BxSxHxD,
+                                   k_BxTxKxD, v_BxTxKxD, valid, kernel)
+  return out_BxSxHxD[:, :seq]
