@@ -91,9 +91,9 @@ def test_group_split_across_devices_sends_one_kv_head_per_q_head():
     (dict(variant="ring", num_chunks=2), "attention.num_chunks=2 needs attention.variant in "
                                          "('ulysses', 'ulysses_ring'); variant 'ring' takes "
                                          "attention.num_chunks=1"),
-    (dict(variant="ring", kernel="splash"), "attention.kernel='splash' is invalid for variant "
-                                            "'ring' (it merges log-sum-exps); valid choices: "
-                                            "'xla', 'blockwise'"),
+    (dict(variant="ring", kernel="cudnn"), "attention.kernel='cudnn' is invalid for variant "
+                                           "'ring' (it merges log-sum-exps); valid choices: "
+                                           "'xla', 'blockwise', 'splash'"),
     (dict(variant="ring", ulysses_degree=2), "attention.ulysses_degree=2 needs attention.variant "
                                              "in ('ulysses', 'ulysses_ring'); valid choice for "
                                              "'ring': None"),
@@ -121,7 +121,7 @@ def test_group_split_across_devices_sends_one_kv_head_per_q_head():
      "attention.ulysses_degree in (1, 2, 3, 6)"),
     (dict(variant="ulysses_ring", ulysses_degree=2, kernel="cudnn"),
      "attention.kernel='cudnn' is invalid for variant 'ulysses_ring' (it merges log-sum-exps); "
-     "valid choices: 'xla', 'blockwise'"),
+     "valid choices: 'xla', 'blockwise', 'splash'"),
 ])
 def test_invalid_configuration_raises_one_line(kwargs, message):
   config = dict(heads=8, kv_heads=8, context=4) | kwargs
