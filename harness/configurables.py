@@ -134,6 +134,8 @@ class AttentionConfig:
   """Which context-parallel attention runs, and how."""
   variant: str = "ulysses"
   num_chunks: int = 1
+  # Where the remainder heads go when num_chunks does not divide the head units (heads.py).
+  chunk_sizing: str = "larger_first"
   kernel: str = "xla"
   ulysses_degree: int | None = None
   packed_qkv: bool = False

@@ -119,7 +119,7 @@ def validate(cfgs: Configs, mesh, step: str | None = None) -> None:
                      context=mesh.shape["context"], variant=attn.variant,
                      num_chunks=attn.num_chunks, ulysses_degree=attn.ulysses_degree,
                      kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
-                     platform=_platform(mesh))
+                     platform=_platform(mesh), chunk_sizing=attn.chunk_sizing)
   cfgs.model.grid(cfgs.video)
   batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
   step = step or cfgs.run.mode

@@ -45,7 +45,7 @@ def make_runtime(attn: AttentionConfig, mesh: Mesh) -> Runtime:
   self_attn = functools.partial(
       context_parallel_attention, mesh=mesh, variant=attn.variant, num_chunks=attn.num_chunks,
       ulysses_degree=attn.ulysses_degree, kernel=attn.kernel, packed_qkv=attn.packed_qkv,
-      pad_heads=attn.pad_heads, kernel_options=options)
+      pad_heads=attn.pad_heads, kernel_options=options, chunk_sizing=attn.chunk_sizing)
   cross = functools.partial(cross_attention, mesh=mesh, kernel=attn.kernel, kernel_options=options)
   layout = activation_sharding(mesh)
   return Runtime(self_attn, cross, lambda x: jax.lax.with_sharding_constraint(x, layout),
@@ -63,7 +63,8 @@ def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, options):
   from harness.attention.pipelined import pipelined_self_attention
   return functools.partial(pipelined_self_attention, mesh=mesh, num_chunks=attn.num_chunks,
                            kernel=attn.kernel, pad_heads=attn.pad_heads,
-                           packed_qkv=attn.packed_qkv, kernel_options=options)
+                           packed_qkv=attn.packed_qkv, kernel_options=options,
+                           chunk_sizing=attn.chunk_sizing)
 
 
 def abstract_model(cfg: DiTConfig) -> tuple[nnx.GraphDef, nnx.State]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness.attention import context_parallel_attention
+from harness.attention import heads as heads_lib
 from harness.mesh import make_mesh
 
 FP32_TOL = 1e-5
@@ -69,3 +70,22 @@ def test_chunked_is_bitwise_single_shot_and_matches_dense(heads, kv_heads, degre
                               num_chunks=num_chunks, pad_heads=pad_heads)
     for name, a, b in zip(("out", "dq", "dk", "dv"), chunked, single):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+def _sizings_differ(heads, degree, num_chunks) -> bool:
+  padded = -(-heads // degree) * degree
+  return (heads_lib.chunk_ranges(padded, degree, num_chunks, "remainder_last")
+          != heads_lib.chunk_ranges(padded, degree, num_chunks, "larger_first"))
+
+
+@pytest.mark.parametrize("heads,kv_heads,degree,num_chunks,seq",
+                         [c for c in PAIRWISE if _sizings_differ(c[0], c[2], c[3])])
+def test_remainder_last_chunks_are_bitwise_single_shot(heads, kv_heads, degree, num_chunks, seq):
+  mesh = mesh_of(degree)
+  q, k, v, cotangent = make_inputs(heads, kv_heads, seq)
+  common = dict(mesh=mesh, variant="ulysses", pad_heads=heads % degree != 0)
+  single = value_and_grads(q, k, v, cotangent, num_chunks=1, **common)
+  chunked = value_and_grads(q, k, v, cotangent, num_chunks=num_chunks,
+                            chunk_sizing="remainder_last", **common)
+  for name, a, b in zip(("out", "dq", "dk", "dv"), chunked, single):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)

@@ -21,6 +21,26 @@ def test_uneven_chunks_are_multiples_of_the_degree_larger_first():
   assert heads.chunk_ranges(16, 8, 1) == ((0, 16),)
 
 
+def test_remainder_last_sizing_is_maxdiffusions():
+  # maxdiffusion #428 (_ulysses_head_chunk_ranges): floor-sized chunks, the remainder last.
+  assert heads.chunk_ranges(40, 8, 2, "remainder_last") == ((0, 16), (16, 40))
+  assert heads.chunk_ranges(40, 8, 3, "remainder_last") == ((0, 8), (8, 16), (16, 40))
+  assert heads.chunk_ranges(40, 8, 4, "remainder_last") == ((0, 8), (8, 16), (16, 24), (24, 40))
+  assert heads.chunk_ranges(40, 8, 5, "remainder_last") == heads.chunk_ranges(40, 8, 5)
+  assert heads.chunk_ranges(40, 8, 2) == ((0, 24), (24, 40))
+
+
+def test_chunk_sizing_reaches_the_plan():
+  plan = validate(heads=40, kv_heads=40, context=8, num_chunks=3, chunk_sizing="remainder_last")
+  assert plan.ranges == ((0, 8), (8, 16), (16, 40))
+
+
+def test_bad_chunk_sizing_is_one_line():
+  with pytest.raises(ValueError, match=r"^attention.chunk_sizing='last' is invalid; valid "
+                     r"choices: 'larger_first', 'remainder_last'$"):
+    validate(heads=40, kv_heads=40, context=8, num_chunks=2, chunk_sizing="last")
+
+
 def test_padding_rounds_heads_up_to_the_degree():
   plan = validate(heads=12, kv_heads=12, context=8, num_chunks=2, pad_heads=True)
   assert (plan.padded_heads, plan.ranges) == (16, ((0, 8), (8, 16)))
@@ -72,9 +92,9 @@ def test_group_split_across_devices_sends_one_kv_head_per_q_head():
     (dict(variant="ring", num_chunks=2), "attention.num_chunks=2 needs attention.variant in "
                                          "('ulysses', 'ulysses_ring'); variant 'ring' takes "
                                          "attention.num_chunks=1"),
-    (dict(variant="ring", kernel="splash"), "attention.kernel='splash' is invalid for variant "
-                                            "'ring' (it merges log-sum-exps); valid choices: "
-                                            "'xla', 'blockwise'"),
+    (dict(variant="ring", kernel="cudnn"), "attention.kernel='cudnn' is invalid for variant "
+                                           "'ring' (it merges log-sum-exps); valid choices: "
+                                           "'xla', 'blockwise', 'splash'"),
     (dict(variant="ring", ulysses_degree=2), "attention.ulysses_degree=2 needs attention.variant "
                                              "in ('ulysses', 'ulysses_ring'); valid choice for "
                                              "'ring': None"),
@@ -116,7 +136,7 @@ def test_group_split_across_devices_sends_one_kv_head_per_q_head():
      "attention.ulysses_degree in (1, 2, 3, 6)"),
     (dict(variant="ulysses_ring", ulysses_degree=2, kernel="cudnn"),
      "attention.kernel='cudnn' is invalid for variant 'ulysses_ring' (it merges log-sum-exps); "
-     "valid choices: 'xla', 'blockwise'"),
+     "valid choices: 'xla', 'blockwise', 'splash'"),
 ])
 def test_invalid_configuration_raises_one_line(kwargs, message):
   config = dict(heads=8, kv_heads=8, context=4) | kwargs

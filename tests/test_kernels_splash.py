@@ -116,13 +116,20 @@ def test_splash_under_vma_checking_raises(tpu_mesh):
     jax.jit(step).lower(q, q, q)
 
 
-def test_splash_has_no_lse_form_on_tpu(tpu_mesh):
-  def attention(q, k, v):
-    return kernels.local_attention_lse(q, k, v, kernel="splash")[0]
-
-  with pytest.raises(ValueError, match=r"(?m)attention\.kernel='splash' has no log-sum-exp form .*"
-                                       r"valid choices: xla, blockwise$"):
-    _compile_for_tpu(tpu_mesh, attention, 8)
+@pytest.mark.parametrize("num_chunks", [1, 2])
+def test_ulysses_ring_splash_compiles_for_tpu(tpu_mesh, num_chunks):
+  from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
+  spec = NamedSharding(tpu_mesh, P(("data", "fsdp"), "context"))
+  x = jax.ShapeDtypeStruct((2, 8 * 320, 8, 128), jnp.bfloat16, sharding=spec)
+  attend = lambda q, k, v: context_parallel_attention(
+      q, k, v, mesh=tpu_mesh, variant="ulysses_ring", ulysses_degree=4, num_chunks=num_chunks,
+      kernel="splash", kernel_options=kernels.KernelOptions(block_q=128, block_kv=128))
+  loss = lambda q, k, v: jnp.sum(attend(q, k, v).astype(jnp.float32))
+  forward = jax.jit(attend).lower(x, x, x).compile().as_text()
+  backward = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile().as_text()
+  # Ring of 2 inside each head group: 2 forward kernels a group; the backward adds dq and dkv.
+  assert forward.count(_TPU_KERNEL_CALL) == 2 * num_chunks
+  assert backward.count(_TPU_KERNEL_CALL) == 6 * num_chunks
 
 
 def test_cudnn_unavailable_on_tpu(tpu_mesh):
@@ -132,3 +139,51 @@ def test_cudnn_unavailable_on_tpu(tpu_mesh):
   with pytest.raises(ValueError, match=r"(?m)attention\.kernel='cudnn' is not available on tpu; "
                                        r"available on tpu: xla, blockwise, splash$"):
     _compile_for_tpu(tpu_mesh, attention, 8)
+
+
+def test_splash_lse_interpreted_matches_reference_with_lse_gradients():
+  q, k, v, ct = _inputs((1, 150, 4, 64), (1, 200, 2, 64), jnp.float32)
+  ct_lse = jax.random.normal(jax.random.key(7), (1, 4, 150), jnp.float32)
+  run = lambda q, k, v: splash.splash_attention_lse(q, k, v, 170, OPTIONS, interpret=True)
+  out, lse = jax.jit(run)(q, k, v)
+  want_out, want_lse = reference_lse(q, k, v, 170)
+  assert _max_err(out, want_out) <= 1e-5 and _max_err(lse, want_lse) <= 1e-5
+
+  def loss(q, k, v):
+    out, lse = run(q, k, v)
+    return jnp.sum(out * ct) + jnp.sum(lse * ct_lse)
+
+  def reference_loss(q, k, v):
+    logits = jnp.einsum("bshd,bthd->bhst", q, jnp.repeat(k, 2, axis=2)) / 8.0
+    logits = jnp.where(jnp.arange(200) < 170, logits, -jnp.inf)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    out = jnp.einsum("bhst,bthd->bshd", jnp.exp(logits - lse[..., None]), jnp.repeat(v, 2, axis=2))
+    return jnp.sum(out * ct) + jnp.sum(lse * ct_lse)
+
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  with jax.enable_x64(True):
+    as64 = lambda x: jnp.asarray(np.asarray(x, np.float64))
+    want = jax.grad(reference_loss, argnums=(0, 1, 2))(as64(q), as64(k), as64(v))
+  for got, ref in zip(grads, want):
+    assert _max_err(got, ref) <= 1e-5
+
+
+RING_CASES = [
+    # (dtype, extra arguments): a masked tail that empties part of the second ring block.
+    (jnp.float32, dict(num_chunks=1)),
+    (jnp.float32, dict(num_chunks=2, kv_valid_len=150)),
+    (jnp.bfloat16, dict(num_chunks=2, packed_qkv=True)),
+]
+
+
+@pytest.mark.parametrize("dtype,extra", RING_CASES)
+def test_ulysses_ring_splash_interpreted_matches_dense(dtype, extra):
+  from test_attention_equivalence import make_inputs, max_abs_errors, mesh_of, value_and_grads
+  mesh = mesh_of(4)
+  q, k, v, ct = make_inputs(8, 8, 200, dtype=dtype)
+  options = kernels.KernelOptions(block_q=128, block_kv=128, interpret=True)
+  got = value_and_grads(q, k, v, ct, mesh=mesh, variant="ulysses_ring", ulysses_degree=2,
+                        kernel="splash", kernel_options=options, **extra)
+  want = value_and_grads(q, k, v, ct, mesh=mesh, variant="dense",
+                         kv_valid_len=extra.get("kv_valid_len"))
+  assert max(max_abs_errors(got, want)) <= TOL[dtype]

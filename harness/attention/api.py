@@ -59,10 +59,12 @@ def _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_q
 def validate(*, heads: int, kv_heads: int, context: int, variant: str = "ulysses",
              num_chunks: int = 1, ulysses_degree: int | None = None, kernel: str = "xla",
              packed_qkv: bool = False, pad_heads: bool = False,
-             platform: str | None = None) -> heads_lib.HeadPlan | None:
+             platform: str | None = None,
+             chunk_sizing: str = "larger_first") -> heads_lib.HeadPlan | None:
   """Checks a configuration without tracing; returns the Ulysses head plan (None for others)."""
   _check_choice("attention.variant", variant, VARIANTS)
   _check_choice("attention.kernel", kernel, kernels.KERNELS)
+  _check_choice("attention.chunk_sizing", chunk_sizing, heads_lib.CHUNK_SIZINGS)
   if platform is not None:
     _check_choice("attention.kernel", kernel, kernels.available_kernels(platform),
                   f" on {platform}")
@@ -78,7 +80,7 @@ def validate(*, heads: int, kv_heads: int, context: int, variant: str = "ulysses
   degree, binding = ((context, "mesh.context") if variant == "ulysses"
                      else (ulysses_degree, "attention.ulysses_degree"))
   heads_lib.validate_heads(heads, kv_heads, degree, num_chunks, pad_heads, binding)
-  return heads_lib.plan_heads(heads, kv_heads, degree, num_chunks)
+  return heads_lib.plan_heads(heads, kv_heads, degree, num_chunks, chunk_sizing)
 
 
 def _check_shapes(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array) -> None:
@@ -95,13 +97,14 @@ def context_parallel_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array,
                                num_chunks: int = 1, ulysses_degree: int | None = None,
                                kernel: str = "xla", packed_qkv: bool = False,
                                kv_valid_len=None, pad_heads: bool = False,
-                               kernel_options=None) -> jax.Array:
+                               kernel_options=None,
+                               chunk_sizing: str = "larger_first") -> jax.Array:
   """Non-causal softmax attention of global arrays, context-parallel over mesh axis 'context'."""
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
   context = mesh.shape[mesh_axes.CONTEXT]
   validate(heads=q_BxSxHxD.shape[2], kv_heads=k_BxTxKxD.shape[2], context=context,
            variant=variant, num_chunks=num_chunks, ulysses_degree=ulysses_degree, kernel=kernel,
-           packed_qkv=packed_qkv, pad_heads=pad_heads)
+           packed_qkv=packed_qkv, pad_heads=pad_heads, chunk_sizing=chunk_sizing)
   common = dict(kernel=kernel, packed_qkv=packed_qkv, kv_valid_len=kv_valid_len,
                 kernel_options=kernel_options)
   if variant == "dense":
@@ -110,7 +113,7 @@ def context_parallel_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array,
   layout.check_batch(q_BxSxHxD.shape[0], mesh)
   if variant == "ulysses":
     return ulysses.ulysses_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh,
-                                     num_chunks=num_chunks, **common)
+                                     num_chunks=num_chunks, chunk_sizing=chunk_sizing, **common)
   if variant == "gspmd_heads":
     return gspmd_heads.gspmd_heads_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh,
                                              kernel=kernel, kv_valid_len=kv_valid_len,
@@ -123,4 +126,5 @@ def context_parallel_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array,
     return ring.ring_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh, **common)
   return ulysses_ring.ulysses_ring_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh,
                                              ulysses_degree=ulysses_degree,
-                                             num_chunks=num_chunks, **common)
+                                             num_chunks=num_chunks, chunk_sizing=chunk_sizing,
+                                             **common)

@@ -4,8 +4,10 @@ Rules (see docs/attention.md):
   * With `pad_heads`, q gets zero heads up to a multiple of the Ulysses degree D; without it,
     heads must already be a multiple of D.
   * The (padded) heads form n = heads / D units of D heads. C chunks take consecutive units; when
-    C does not divide n, the first n % C chunks take one unit more. Every chunk is a multiple of D
-    heads and the valid chunk counts are 1..n.
+    C does not divide n, `chunk_sizing` says where the rest goes: 'larger_first' gives the first
+    n % C chunks one unit more, 'remainder_last' (maxdiffusion's `ulysses_attention_chunks`) gives
+    every chunk floor(n / C) units and the last one the rest. Every chunk is a multiple of D heads
+    and the valid chunk counts are 1..n.
   * After a chunk's all-to-all, device j holds the chunk's q heads [a + j*s, a + (j+1)*s),
     s = size / D. Per device the chunk sends the fewest kv heads m (a divisor of s) such that local
     q head i reads kv slot i // (s / m), the kernels' GQA rule: MHA sends every kv head once; GQA
@@ -65,15 +67,24 @@ def padded_head_count(heads: int, degree: int) -> int:
   return -(-heads // degree) * degree
 
 
-def chunk_ranges(padded_heads: int, degree: int, num_chunks: int) -> tuple[Range, ...]:
-  """Consecutive head ranges, multiples of `degree`, the first (units % C) one unit larger."""
-  units = padded_heads // degree
+CHUNK_SIZINGS = ("larger_first", "remainder_last")
+
+
+def _units_per_chunk(units: int, num_chunks: int, sizing: str) -> list[int]:
   base, extra = divmod(units, num_chunks)
+  if sizing == "remainder_last":
+    # maxdiffusion #428: floor-sized chunks, the last one takes what is left.
+    return [base] * (num_chunks - 1) + [units - base * (num_chunks - 1)]
+  return [base + (1 if i < extra else 0) for i in range(num_chunks)]
+
+
+def chunk_ranges(padded_heads: int, degree: int, num_chunks: int,
+                 sizing: str = "larger_first") -> tuple[Range, ...]:
+  """Consecutive head ranges, multiples of `degree`, sized by `sizing` (see the module doc)."""
   ranges, start = [], 0
-  for i in range(num_chunks):
-    stop = start + (base + (1 if i < extra else 0)) * degree
-    ranges.append((start, stop))
-    start = stop
+  for units in _units_per_chunk(padded_heads // degree, num_chunks, sizing):
+    ranges.append((start, start + units * degree))
+    start += units * degree
   return tuple(ranges)
 
 
@@ -98,11 +109,12 @@ def _chunk_slab(start: int, stop: int, degree: int, heads: int, kv_heads: int) -
   raise AssertionError("m = per_device always fits")
 
 
-def plan_heads(heads: int, kv_heads: int, degree: int, num_chunks: int) -> HeadPlan:
+def plan_heads(heads: int, kv_heads: int, degree: int, num_chunks: int,
+               sizing: str = "larger_first") -> HeadPlan:
   """Plans chunks for already validated arguments (see `validate_heads`)."""
   padded = padded_head_count(heads, degree)
   chunks = tuple(_chunk_slab(a, b, degree, heads, kv_heads)
-                 for a, b in chunk_ranges(padded, degree, num_chunks))
+                 for a, b in chunk_ranges(padded, degree, num_chunks, sizing))
   return HeadPlan(heads, kv_heads, degree, padded, chunks)
 
 

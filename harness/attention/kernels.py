@@ -20,7 +20,7 @@ import jax.numpy as jnp
 KERNELS = ("xla", "blockwise", "splash", "cudnn")
 
 # Kernels with a differentiable (out, lse) form, needed by log-sum-exp merges.
-LSE_KERNELS = ("xla", "blockwise")
+LSE_KERNELS = ("xla", "blockwise", "splash")
 
 _PLATFORM_KERNELS = {
     "cpu": ("xla", "blockwise"),
@@ -42,6 +42,8 @@ class KernelOptions:
   # Splash's fused dq/dk/dv kernel keeps one dq partial per KV block: 14 GiB of temporaries at
   # 75,600 tokens x 5 heads x 128 (bf16) against 0.7 GiB for the separate dq kernel.
   use_fused_bwd_kernel: bool = False
+  # Runs Pallas kernels (splash) in Python on any platform: slow, for numerics tests on CPU.
+  interpret: bool = False
 
 
 def available_kernels(platform: str) -> tuple[str, ...]:
@@ -62,11 +64,11 @@ def current_platform() -> str:
   return _normalize_platform(platform)
 
 
-def _check_kernel(kernel: str, need_lse: bool) -> None:
+def _check_kernel(kernel: str, need_lse: bool, interpret: bool = False) -> None:
   if kernel not in KERNELS:
     raise ValueError(f"attention.kernel={kernel!r} is unknown; valid choices: {', '.join(KERNELS)}")
   platform = current_platform()
-  available = available_kernels(platform)
+  available = available_kernels(platform) + (("splash",) if interpret else ())
   if kernel not in available:
     raise ValueError(f"attention.kernel={kernel!r} is not available on {platform}; "
                      f"available on {platform}: {', '.join(available)}")
@@ -100,10 +102,10 @@ def local_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.A
                     kernel: str, kv_valid_len=None,
                     options: KernelOptions | None = None) -> jax.Array:
   """Softmax attention of one device's q over its k, v with the chosen kernel."""
-  _check_kernel(kernel, need_lse=False)
+  options = options or KernelOptions()
+  _check_kernel(kernel, need_lse=False, interpret=options.interpret)
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
   _check_valid_len(kv_valid_len, k_BxTxKxD.shape[1])
-  options = options or KernelOptions()
   _log_kernel(kernel, q_BxSxHxD, k_BxTxKxD, lse=False)
   if kernel == "xla":
     return _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, "xla")
@@ -114,20 +116,25 @@ def local_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.A
     out, _ = blockwise.blockwise_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
     return out
   from harness.attention import splash  # pylint: disable=g-import-not-at-top
-  return splash.splash_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
+  return splash.splash_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
+                                 interpret=options.interpret)
 
 
 def local_attention_lse(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
                         kernel: str, kv_valid_len=None,
                         options: KernelOptions | None = None) -> tuple[jax.Array, jax.Array]:
   """Attention output and its float32 log-sum-exp lse_BxHxS (-inf where every key is masked)."""
-  _check_kernel(kernel, need_lse=True)
+  options = options or KernelOptions()
+  _check_kernel(kernel, need_lse=True, interpret=options.interpret)
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
   _check_valid_len(kv_valid_len, k_BxTxKxD.shape[1])
-  options = options or KernelOptions()
   _log_kernel(kernel, q_BxSxHxD, k_BxTxKxD, lse=True)
   if kernel == "xla":
     return _xla_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len)
+  if kernel == "splash":
+    from harness.attention import splash  # pylint: disable=g-import-not-at-top
+    return splash.splash_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
+                                       interpret=options.interpret)
   from harness.attention import blockwise  # pylint: disable=g-import-not-at-top
   return blockwise.blockwise_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
 

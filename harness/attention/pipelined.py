@@ -165,13 +165,14 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
 def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, weights: Weights,
                              *, num_heads: int, eps: float, dtype, rotate: Rotate | None,
                              mesh: Mesh, num_chunks: int, kernel: str, pad_heads: bool = False,
-                             packed_qkv: bool = False, kernel_options=None) -> jax.Array:
+                             packed_qkv: bool = False, kernel_options=None,
+                             chunk_sizing: str = "larger_first") -> jax.Array:
   """o(attention(rope(norm_q(q(x))), rope(norm_k(k(x))), v(x))) with Ulysses over 'context'."""
   b, seq, dim = x_BxSxD.shape
   context = mesh.shape[mesh_axes.CONTEXT]
   plan = api.validate(heads=num_heads, kv_heads=num_heads, context=context, variant="ulysses",
                       num_chunks=num_chunks, kernel=kernel, packed_qkv=packed_qkv,
-                      pad_heads=pad_heads)
+                      pad_heads=pad_heads, chunk_sizing=chunk_sizing)
   layout.check_batch(b, mesh)
   heads_lib.log_plan(plan, "ulysses (pipelined projections)", kernel)
   x_BxSxD = padding.pad_seq(x_BxSxD, context)

@@ -152,11 +152,12 @@ def prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, seq_multiple: int, pa
 
 def ulysses_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
                       mesh: Mesh, num_chunks: int, kernel: str, packed_qkv: bool,
-                      kv_valid_len, kernel_options) -> jax.Array:
+                      kv_valid_len, kernel_options,
+                      chunk_sizing: str = "larger_first") -> jax.Array:
   """Ulysses over 'context' on global arrays; chunk counts already validated."""
   degree = mesh.shape[mesh_axes.CONTEXT]
   heads, kv_heads = q_BxSxHxD.shape[2], k_BxTxKxD.shape[2]
-  plan = heads_lib.plan_heads(heads, kv_heads, degree, num_chunks)
+  plan = heads_lib.plan_heads(heads, kv_heads, degree, num_chunks, chunk_sizing)
   heads_lib.log_plan(plan, "ulysses", kernel)
   seq = q_BxSxHxD.shape[1]
   q, k, v, valid = prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, degree,

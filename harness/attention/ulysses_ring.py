@@ -31,14 +31,15 @@ def split_context_mesh(mesh: Mesh, ulysses_degree: int) -> Mesh:
 
 def ulysses_ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
                            mesh: Mesh, ulysses_degree: int, num_chunks: int, kernel: str,
-                           packed_qkv: bool, kv_valid_len, kernel_options=None) -> jax.Array:
+                           packed_qkv: bool, kv_valid_len, kernel_options=None,
+                           chunk_sizing: str = "larger_first") -> jax.Array:
   """Head-chunked Ulysses over the inner factor, ring over the outer factor of 'context'."""
   if tuple(mesh.axis_names) != mesh_axes.AXES:
     raise ValueError(f"mesh axes must be {mesh_axes.AXES}, got {mesh.axis_names}")
   ring_size = mesh.shape[mesh_axes.CONTEXT] // ulysses_degree
   private = split_context_mesh(mesh, ulysses_degree)
   heads, kv_heads = q_BxSxHxD.shape[2], k_BxTxKxD.shape[2]
-  plan = heads_lib.plan_heads(heads, kv_heads, ulysses_degree, num_chunks)
+  plan = heads_lib.plan_heads(heads, kv_heads, ulysses_degree, num_chunks, chunk_sizing)
   heads_lib.log_plan(plan, f"ulysses_ring(ring={ring_size})", kernel)
   seq = q_BxSxHxD.shape[1]
   q, k, v, valid = ulysses.prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len,

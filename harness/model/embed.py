@@ -1,6 +1,7 @@
 """Patch, time and text embeddings of the DiT, and the output head."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -21,6 +22,11 @@ def sinusoidal_embedding(t_B: jnp.ndarray, dim: int) -> jnp.ndarray:
 def _linear(cfg: DiTConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
   return nnx.Linear(d_in, d_out, dtype=jnp.dtype(cfg.dtype),
                     param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+
+
+def float32_config(cfg: DiTConfig) -> DiTConfig:
+  """The same shapes with float32 parameters and compute."""
+  return dataclasses.replace(cfg, dtype="float32", param_dtype="float32")
 
 
 class Mlp(nnx.Module):
@@ -46,7 +52,9 @@ class Embeddings(nnx.Module):
     self.cfg = cfg
     self.patch = _linear(cfg, cfg.in_channels * cfg.patch_volume, cfg.dim, rngs)
     self.text = Mlp(cfg, cfg.text_dim, cfg.dim, cfg.dim, gelu_tanh, rngs)
-    self.time = Mlp(cfg, cfg.freq_dim, cfg.dim, cfg.dim, jax.nn.silu, rngs)
+    # Float32 weights and compute whatever the model's dtypes, as diffusers' WanTransformer3DModel
+    # keeps `time_embedder` (its _keep_in_fp32_modules).
+    self.time = Mlp(float32_config(cfg), cfg.freq_dim, cfg.dim, cfg.dim, jax.nn.silu, rngs)
     self.time_proj = _linear(cfg, cfg.dim, 6 * cfg.dim, rngs)
 
   def patchify(self, latents_BxFxHxWxC: jnp.ndarray) -> jnp.ndarray:
@@ -59,7 +67,8 @@ class Embeddings(nnx.Module):
 
   def __call__(self, latents, t_B, text_BxLxT):
     x_BxSxD = self.patch(self.patchify(latents))
-    e_BxD = self.time(sinusoidal_embedding(t_B, self.cfg.freq_dim))
+    # Back to the compute dtype after the MLP, as diffusers casts temb to the hidden states' dtype.
+    e_BxD = self.time(sinusoidal_embedding(t_B, self.cfg.freq_dim)).astype(self.cfg.dtype)
     e6_Bx6xD = self.time_proj(jax.nn.silu(e_BxD)).reshape(-1, 6, self.cfg.dim)
     return x_BxSxD, e_BxD, e6_Bx6xD, self.text(text_BxLxT)
 
