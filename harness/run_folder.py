@@ -233,6 +233,10 @@ def _check_same_model(run_dir: pathlib.Path, record: dict, ident: dict) -> None:
 
 def start_attempt(claim_: Claim, argv: list[str]) -> None:
   """Records a new attempt as running (process 0 only)."""
+  attempts = claim_.record["attempts"]
+  if attempts and attempts[-1].get("status") == "running":
+    # We hold the lock, so that attempt's process is gone without a word (SIGKILL, power loss).
+    attempts[-1].update(status="died", error="the process ended without recording its end")
   claim_.record["attempts"].append(
       {"attempt": len(claim_.record["attempts"]) + 1, "action": claim_.action,
        "status": "running", "started": _now(), "pid": os.getpid(),

@@ -201,6 +201,8 @@ def test_sigkill_during_an_async_save_resumes_from_the_previous_checkpoint(tmp_p
       proc.stderr.splitlines())
   assert "already exists" not in proc.stderr  # removed at start, not found by the next save
   assert work.summary()["steps_run"] == 8  # resumed after step 4
+  attempts = json.loads((work.run_dir / "run.json").read_text())["attempts"]
+  assert [a["status"] for a in attempts] == ["died", "ok"]  # the killed attempt is on record
   assert losses(work.records()) == uninterrupted
   assert work.checkpoints() == ["12", "4", "8"]
   work.assert_contained()
