@@ -28,7 +28,7 @@ def to_json(groups: Sequence[table.Group]) -> list[dict]:
 
 
 def sentences(groups: Sequence[table.Group]) -> list[str]:
-  """One sentence per group and chunk count, e.g. 'v5p16 resolution=720p · C=4: +2.0 % predicted = ...'."""
+  """One sentence per group and chunk count: 'v5p16 resolution=720p · C=4: +2.0 % predicted = ...'."""
   return [line for entry in to_json(groups) for line in entry["sentences"]]
 
 

@@ -1,4 +1,4 @@
-"""The uncertain costs of the AOT model, each a [lo, hi] range with its source, and the pricings built on them.
+"""The uncertain costs of the AOT model: [lo, hi] ranges with their sources, and pricings from them.
 
 Three costs decide most predictions and none is known exactly from a compile:
 
