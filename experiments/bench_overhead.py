@@ -26,7 +26,7 @@ from harness import benchmark, config, run  # noqa: E402
 from harness.execute import _step_logger  # noqa: E402
 from harness.metrics import MetricsWriter  # noqa: E402
 from harness.phases import PhaseContext, StopRequested, train  # noqa: E402
-from harness.profiler_window import ProfilerWindow  # noqa: E402
+from harness.profiling import ProfilerWindow  # noqa: E402
 from harness.steps import build_program  # noqa: E402
 
 

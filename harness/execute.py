@@ -12,7 +12,7 @@ from harness import metrics, phases, profiling, run_folder, steps, summary as su
 from harness.checkpoint import Checkpointer
 from harness.flops import step_flops
 from harness.phases import NanError, PhaseContext
-from harness.profiler_window import ProfilerWindow
+from harness.profiling import ProfilerWindow
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ class PhaseContext:
   """What a phase needs from the run around it."""
   run: Any  # harness.configurables.RunConfig
   mesh: Any
-  window: Any  # harness.profiler_window.ProfilerWindow
+  window: Any  # harness.profiling.ProfilerWindow
   log_step: LogStep
   stop: StopRequested
   begin: Callable[[int], None] = lambda first: None  # the first step this phase will run

@@ -1,29 +1,12 @@
-"""`python -m harness.trace RUN_DIR_OR_XPLANE`: overlap table of the newest capture."""
-from __future__ import annotations
-
-import argparse
-import json
+"""`python -m harness.trace`: the name the docs use for `python -m harness.profiling`."""
 import sys
 
-from harness.profiling import TraceError, analyze, format_table
+from harness.profiling.cli import main as _cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m harness.trace",
-      description="Collective/compute/exposed time per step from a profiler capture.")
-  parser.add_argument("path", help="run dir, tensorboard dir, capture dir or .xplane.pb file")
-  parser.add_argument("--hlo", help="compiled HLO text of the step, for the attention share")
-  parser.add_argument("--json", action="store_true", help="print the full result as JSON")
-  args = parser.parse_args(argv)
-  try:
-    hlo_text = open(args.hlo).read() if args.hlo else None
-    result = analyze(args.path, hlo_text=hlo_text)
-  except (TraceError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(result, indent=1, sort_keys=True) if args.json else format_table(result))
-  return 0
+  """The profiling CLI under this module's name."""
+  return _cli_main(argv, prog="python -m harness.trace")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from harness.attention import context_parallel_attention
 from harness.mesh import make_mesh
-from harness.profiler_window import ProfilerWindow
-from harness.profiling import analyze, trace_scalars
+from harness.profiling import ProfilerWindow, analyze, trace_scalars, window as window_lib
 
 
 def _ulysses_like_step():
@@ -151,9 +150,8 @@ def test_chunked_ulysses_all_to_all_count_matches_hlo(tmp_path):
 
 
 def test_all_hosts_share_process_zeros_session_name(tmp_path, monkeypatch):
-  from harness import profiler_window  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(profiler_window.jax, "process_count", lambda: 2)
-  monkeypatch.setattr(profiler_window.multihost_utils, "broadcast_one_to_all",
+  monkeypatch.setattr(window_lib.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(window_lib.multihost_utils, "broadcast_one_to_all",
                       lambda x: 1_800_000_000)  # what process 0 would send
   (tmp_path / "plugins" / "profile" / "2027_01_15_08_00_00_step3").mkdir(parents=True)
   window = ProfilerWindow(str(tmp_path), enabled=True, start_step=3, num_steps=1,

@@ -1,9 +1,9 @@
 """Exposed-collective arithmetic on hand-built timelines, with exact expected numbers."""
 import pytest
 
-from harness import overlap
+from harness.profiling import intervals as overlap
 from harness.profiling import analyze_trace, collective_kind, collective_spans
-from harness.trace_events import OpEvent, StepMarker, Trace
+from harness.profiling.xspace import OpEvent, StepMarker, Trace
 
 
 def test_union_merges_touching_and_nested_intervals():

@@ -8,10 +8,10 @@ import re
 import statistics
 from typing import Any
 
-from harness import overlap
-from harness.trace_events import OpEvent, Trace, TraceError, op_name, read_trace
+from harness.profiling import intervals
+from harness.profiling.xspace import OpEvent, Trace, TraceError, op_name, read_trace
 
-__all__ = ["TraceError", "analyze", "find_capture", "format_table", "trace_scalars"]
+__all__ = ["TraceError", "analyze", "analyze_trace", "find_capture", "trace_scalars"]
 
 _KIND = re.compile(r"(all-to-all|collective-permute|all-gather|reduce-scatter|all-reduce)"
                    r"(-start|-done)?")
@@ -98,10 +98,10 @@ def _chunk_breakdown(spans: list[tuple[str, float, float, str]], compute: list[O
   for op in compute:
     if chunk_of(op.name) is not None:
       chunks[chunk_of(op.name)]["comp"].append((op.start_ns, op.end_ns))
-  return {i: {"collective_s": overlap.measure(c["coll"]) * 1e-9,
-              "exposed_collective_s": overlap.measure(
-                  overlap.subtract(c["coll"], all_compute)) * 1e-9,
-              "compute_s": overlap.measure(c["comp"]) * 1e-9}
+  return {i: {"collective_s": intervals.measure(c["coll"]) * 1e-9,
+              "exposed_collective_s": intervals.measure(
+                  intervals.subtract(c["coll"], all_compute)) * 1e-9,
+              "compute_s": intervals.measure(c["comp"]) * 1e-9}
           for i, c in sorted(chunks.items(), key=lambda kv: int(kv[0]))}
 
 
@@ -111,7 +111,7 @@ def _device_step(ops: list[OpEvent], scopes: dict[str, str]) -> dict[str, Any]:
   spans = collective_spans([op for op in ops if collective_kind(op.name)[0]])
   attention = [(op.start_ns, op.end_ns) for op in compute
                if _ATTENTION.search(scopes.get(op.name, op.name if not scopes else ""))]
-  b = overlap.breakdown([(s, e) for _, s, e, _ in spans],
+  b = intervals.breakdown([(s, e) for _, s, e, _ in spans],
                         [(op.start_ns, op.end_ns) for op in compute], attention)
   kinds: dict[str, dict[str, float]] = {}
   for kind, start, end, _ in spans:
@@ -215,42 +215,3 @@ def trace_scalars(result: dict[str, Any]) -> dict[str, float]:
   keys = ("collective_s", "compute_s", "exposed_collective_s", "overlap_fraction",
           "attention_share", "wall_s")
   return {f"trace/{k}": float(result[k]) for k in keys if result.get(k) is not None}
-
-
-def _fmt(value: float | None, unit: str = "ms") -> str:
-  if value is None:
-    return "-"
-  return f"{value * 1e3:.3f}" if unit == "ms" else f"{value:.3f}"
-
-
-# What each column means, printed above the table: the numbers are unions of op intervals, so
-# collective + compute can exceed wall when they overlap.
-_LEGEND = (
-    "  wall: first op start to last op end; collective: time any collective runs; compute: time "
-    "any other op runs;",
-    "  exposed: collective time with no compute running; overlap: 1 - exposed/collective; "
-    "attn share: attention's share of compute")
-
-
-def format_table(result: dict[str, Any]) -> str:
-  """A readable console table of an analyze() result."""
-  head = (f"trace: {result['platform']}, module {result['module']}, {result['steps']} step(s) x "
-          f"{result['devices']} device(s), per step and device (ms)")
-  cols = ("step", "wall", "collective", "compute", "exposed", "overlap", "attn share")
-  lines = [head, *_LEGEND, "  ".join(f"{c:>10}" for c in cols)]
-
-  def row(label: str, r: dict[str, Any]) -> str:
-    cells = (label, _fmt(r["wall_s"]), _fmt(r["collective_s"]), _fmt(r["compute_s"]),
-             _fmt(r["exposed_collective_s"]), _fmt(r["overlap_fraction"], ""),
-             _fmt(r["attention_share"], ""))
-    return "  ".join(f"{c:>10}" for c in cells)
-
-  for i, r in enumerate(result["per_step"]):
-    lines.append(row(str(r.get("step", i)), r))
-  lines.append(row("mean", result))
-  for kind, entry in result["collectives"].items():
-    lines.append(f"  {kind:<20} {entry['count']:8.1f} per step  {_fmt(entry['time_s'])} ms")
-  for chunk, entry in result["chunks"].items():
-    lines.append(f"  chunk {chunk:<14} collective {_fmt(entry['collective_s'])} ms, exposed "
-                 f"{_fmt(entry['exposed_collective_s'])} ms, compute {_fmt(entry['compute_s'])} ms")
-  return "\n".join(lines)
