@@ -83,6 +83,7 @@ def _row(p: Point, pred: Prediction, efficiency: dict[str, float], layout: str) 
           "measured_s": p.measured_s, "predicted_s": calibrated,
           "predicted_uncalibrated_s": nominal, "ratio": ratio,
           "ratio_uncalibrated": p.measured_s / nominal, "attention_efficiency": eff,
+          "row_efficiency": fit_one(pred, p.measured_s / p.scale, layout),
           "within_band": BAND[0] <= ratio <= BAND[1]}
 
 

@@ -60,6 +60,8 @@ def test_calibrate_fits_per_generation_and_picks_the_layout_model(monkeypatch):
   assert rows["b"]["ratio"] == pytest.approx(1.0) and rows["b"]["within_band"]
   assert rows["c"]["predicted_s"] == pytest.approx(5.0) and rows["c"]["role"] == "fit"
   assert rows["d"]["ratio"] == pytest.approx(3.0) and not rows["d"]["within_band"]
+  # d alone would need 2 s of attention to take 30 - 6 = 24 s.
+  assert rows["d"]["row_efficiency"] == pytest.approx(2 / 24)
   assert result["held_out_error"]["max_abs_pct"] == pytest.approx(200.0)
   assert result["closing_note"].startswith("rows outside the band: d (ratio 3.00)")
   assert "does not carry over" in result["closing_note"]
