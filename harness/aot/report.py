@@ -51,6 +51,10 @@ def format_table(report: dict) -> str:
                f"{_ms(report['compute_s'])} + exposed comm {_ms(report['exposed_comm_s'])}; "
                f"comm {_ms(report['comm_s'])}, hidden {report['hidden_fraction'] * 100:.1f} % of "
                f"min(comm, compute)")
+  if report.get("predicted_step_s_calibrated") is not None:
+    eff = report["calibration"]["attention_efficiency"]["value"]
+    lines.append(f"calibrated step {_ms(report['predicted_step_s_calibrated'])} (attention kernels "
+                 f"at {eff * 100:.1f} % of MXU peak, fitted to published measurements)")
   if report.get("compute_by_kind_s"):
     kinds = ", ".join(f"{k} {_ms(v)}" for k, v in report["compute_by_kind_s"].items())
     lines.append(f"compute by kind: {kinds}; layout ops move {report['layout_bytes'] / 1e9:.2f} GB; "
