@@ -90,11 +90,23 @@ def test_main_writes_and_copies_both_files(monkeypatch, tmp_path):
   assert "| d | held out | cfg | 30.00 | 10.00 | 3.00 |" in markdown
 
 
-def test_missing_run_is_one_line_error(monkeypatch, tmp_path, capsys):
+def test_no_prediction_at_all_is_one_line_error(monkeypatch, tmp_path, capsys):
   _points(monkeypatch)
   assert calibration.main([str(tmp_path)]) == 2
   err = capsys.readouterr().err
-  assert err.startswith("error: ") and err.count("\n") == 1
+  assert err.startswith("error: no run in ") and err.count("\n") == 1
+
+
+def test_a_run_without_prediction_is_a_row_the_note_names(monkeypatch):
+  preds = _points(monkeypatch)
+  preds["d"] = "d: no prediction (does not fit in HBM: X)"
+  result = calibration.calibrate(preds)
+  rows = {r["name"]: r for r in result["rows"]}
+  assert rows["d"]["ratio"] is None and not rows["d"]["within_band"]
+  assert result["held_out_error"]["max_abs_pct"] == pytest.approx(0.0)
+  assert result["closing_note"] == ("rows outside the band: d: no prediction (d: no prediction "
+                                    "(does not fit in HBM: X))")
+  assert "| d | held out | cfg | 30.00 | — | — | — | — |" in calibration.to_markdown(result)
 
 
 def test_shipped_points_are_consistent():
