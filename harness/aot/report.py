@@ -25,7 +25,9 @@ def _hbm_line(report: dict) -> str:
   verdict = "fits" if report["fits_hbm"] else "DOES NOT FIT"
   used = "n/a" if report.get("hbm_bytes") is None else f"{report['hbm_bytes'] / _GIB:.2f} GiB"
   margin = report.get("hbm_margin_bytes")
-  margin = "" if margin is None else f", margin {margin / _GIB:+.2f} GiB"
+  note = ("" if margin is None or margin >= 0 or not report["fits_hbm"] else
+          " (memory_analysis's sum exceeds the limit libtpu enforced: confirm on hardware)")
+  margin = "" if margin is None else f", margin {margin / _GIB:+.2f} GiB{note}"
   limit = report.get("hbm_limit_bytes") or report["hbm_capacity_bytes"]
   return (f"HBM per device: {used} of {limit / _GIB:.2f} GiB usable "
           f"({report['hbm_capacity_bytes'] / _GIB:.2f} GiB published) -> {verdict}{margin}")
