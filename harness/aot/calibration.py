@@ -11,8 +11,8 @@ Three costs decide most predictions and none is known exactly from a compile:
 `FITTED_ATTENTION_EFFICIENCY` holds the efficiencies fitted against published measurements by
 experiments/calibration.py (report: experiments/results/calibration.md); where a generation has one,
 its `ATTENTION_EFFICIENCY` range runs from the lowest efficiency any of its measurements implies to
-MXU peak, and aot.json adds `predicted_step_s_calibrated`. `ICI_EFFICIENCY` stays a literature range:
-the measured steps hide almost all communication, so they cannot fit it.
+MXU peak, and aot.json adds `predicted_step_s_calibrated`. `ICI_EFFICIENCY` stays an assumed range:
+communication is 1-11 % of the calibrated steps, too little for one step time a setup to fit it.
 """
 from __future__ import annotations
 
