@@ -66,28 +66,32 @@ def fit(preds: dict[str, Prediction], layout: str) -> dict[str, float]:
   """Efficiency per generation: geometric mean of its fit rows' exact fits."""
   by_generation: dict[str, list[float]] = {}
   for p in POINTS:
-    if p.fit:
+    if p.fit and isinstance(preds[p.run], Prediction):
       by_generation.setdefault(p.generation, []).append(
           fit_one(preds[p.run], p.measured_s / p.scale, layout))
   return {g: math.exp(sum(map(math.log, v)) / len(v)) for g, v in by_generation.items()}
 
 
-def _row(p: Point, pred: Prediction, efficiency: dict[str, float], layout: str) -> dict:
+def _row(p: Point, pred: Prediction | str, efficiency: dict[str, float], layout: str) -> dict:
+  row = {"name": p.name, "run": p.run, "generation": p.generation, "config": p.config,
+         "role": "fit" if p.fit else "held out",
+         "source": {"url": p.url, "quote": p.quote, "derivation": p.derivation},
+         "measured_s": p.measured_s}
+  if not isinstance(pred, Prediction):
+    return {**row, "predicted_s": None, "ratio": None, "within_band": False, "missing": pred}
   eff = efficiency.get(p.generation, 1.0)
   calibrated = p.scale * predicted(pred, eff, layout)
   nominal = p.scale * pred.step_s["estimate"]
   ratio = p.measured_s / calibrated
-  return {"name": p.name, "run": p.run, "generation": p.generation, "config": p.config,
-          "role": "fit" if p.fit else "held out",
-          "source": {"url": p.url, "quote": p.quote, "derivation": p.derivation},
-          "measured_s": p.measured_s, "predicted_s": calibrated,
+  return {**row, "predicted_s": calibrated,
           "predicted_uncalibrated_s": nominal, "ratio": ratio,
           "ratio_uncalibrated": p.measured_s / nominal, "attention_efficiency": eff,
+          "row_efficiency": fit_one(pred, p.measured_s / p.scale, layout),
           "within_band": BAND[0] <= ratio <= BAND[1]}
 
 
 def _worst_held_out(rows: list[dict]) -> float:
-  held = [abs(math.log(r["ratio"])) for r in rows if r["role"] == "held out"]
+  held = [abs(math.log(r["ratio"])) for r in rows if r["role"] == "held out" and r["ratio"]]
   return max(held) if held else 0.0
 
 
@@ -101,7 +105,7 @@ def calibrate(preds: dict[str, Prediction]) -> dict:
                           "worst_held_out_log_ratio": _worst_held_out(rows)}
   best = min(LAYOUTS, key=lambda l: candidates[l]["worst_held_out_log_ratio"])
   rows = candidates[best]["rows"]
-  held = [r for r in rows if r["role"] == "held out"]
+  held = [r for r in rows if r["role"] == "held out" and r["ratio"]]
   return {
       "model": __doc__.split("\n\n")[2].replace("\n", " "),
       "band": list(BAND),
@@ -125,6 +129,9 @@ def closing_note(rows: list[dict]) -> str:
     return f"every row lies within measured/predicted in [{BAND[0]}, {BAND[1]}]"
   parts = []
   for r in missed:
+    if r["ratio"] is None:
+      parts.append(f"{r['name']}: no prediction ({r['missing']})")
+      continue
     why = ("predicted slower than measured even with attention at MXU peak (efficiency capped "
            "at 1)" if r["attention_efficiency"] >= 1 and r["ratio"] < BAND[0] else
            "the generation's efficiency fitted on its fit row does not carry over to this setup")
@@ -144,9 +151,11 @@ def to_markdown(result: dict) -> str:
            "| row | role | config | measured s | predicted s | measured/predicted | "
            "uncalibrated predicted s | measured/uncalibrated |", "|---|---|---|---|---|---|---|---|"]
   for r in result["rows"]:
+    figures = ("— | — | — | —" if r["ratio"] is None else
+               f"{r['predicted_s']:.2f} | {r['ratio']:.2f} | {r['predicted_uncalibrated_s']:.2f} | "
+               f"{r['ratio_uncalibrated']:.2f}")
     lines.append(f"| {r['name']} | {r['role']} | {r['config']} | {r['measured_s']:.2f} | "
-                 f"{r['predicted_s']:.2f} | {r['ratio']:.2f} | "
-                 f"{r['predicted_uncalibrated_s']:.2f} | {r['ratio_uncalibrated']:.2f} |")
+                 f"{figures} |")
   lines += ["", "## Sources", ""]
   for r in result["rows"]:
     s = r["source"]
@@ -169,19 +178,27 @@ def reanalyze(aot: dict, hlo_path: str) -> dict:
   return {**aot, **analyze_hlo(text, topo.hardware, coords, topo.dims, topo.wraparound)}
 
 
-def load_predictions(results_dir: str) -> dict[str, Prediction]:
-  """The aot.json of every run the points name, re-analysed from its HLO when it lacks a field."""
-  preds = {}
-  for run in sorted({p.run for p in POINTS}):
-    path = os.path.join(results_dir, run, "aot.json")
-    if not os.path.exists(path):
-      raise ValueError(f"{path} is missing; run the calibration sweep first")
-    with open(path) as f:
-      aot = json.load(f)
-    hlo = os.path.join(results_dir, run, "aot_hlo.txt")
-    if "bound_scenarios" not in aot and aot.get("fits_hbm") and os.path.exists(hlo):
-      aot = reanalyze(aot, hlo)
-    preds[run] = read_prediction(aot, run)
+def _load_one(results_dir: str, run: str) -> Prediction | str:
+  """A run's prediction, re-analysed from its HLO when aot.json lacks a field; else why not."""
+  path = os.path.join(results_dir, run, "aot.json")
+  if not os.path.exists(path):
+    return f"no {path}: run the calibration sweep"
+  with open(path) as f:
+    aot = json.load(f)
+  hlo = os.path.join(results_dir, run, "aot_hlo.txt")
+  if "bound_scenarios" not in aot and aot.get("fits_hbm") and os.path.exists(hlo):
+    aot = reanalyze(aot, hlo)
+  try:
+    return read_prediction(aot, run)
+  except ValueError as e:
+    return str(e)
+
+
+def load_predictions(results_dir: str) -> dict[str, Prediction | str]:
+  """Every run the points name: its prediction, or why it has none."""
+  preds = {run: _load_one(results_dir, run) for run in sorted({p.run for p in POINTS})}
+  if not any(isinstance(p, Prediction) for p in preds.values()):
+    raise ValueError(f"no run in {results_dir} has a prediction: {next(iter(preds.values()))}")
   return preds
 
 

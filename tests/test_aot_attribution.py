@@ -2,6 +2,7 @@
 import pytest
 
 from harness.aot import calibration
+from harness.aot import report as report_lib
 from harness.aot.analysis import analyze_hlo
 from harness.aot.attribution import OpKinds
 from harness.aot.hardware import Hardware
@@ -127,3 +128,22 @@ def test_synchronous_all_to_all_hides_nothing_under_attention():
   assert r["collectives"]["all-to-all"]["async_count"] == 0
   assert r["hidden_under_attention_s"] == 0.0
   assert r["exposed_comm_s"] == pytest.approx(A2A)
+
+
+def test_calibrated_step_prices_attention_at_the_fitted_efficiency(monkeypatch):
+  assert analyze_hlo(MODULE, HW, TWO_CHIPS, (2, 1))["predicted_step_s_calibrated"] is None
+  monkeypatch.setitem(calibration.FITTED_ATTENTION_EFFICIENCY, "test",
+                      calibration.Fitted(0.25, "hand"))
+  r = analyze_hlo(MODULE, HW, TWO_CHIPS, (2, 1))
+  # Only the attention kernel slows down (4x); layouts stay at XLA's estimates.
+  assert r["predicted_step_s_calibrated"] == pytest.approx(
+      COPY_EST + DUS_EST + 3 * US + 4 * ATT + 2 * US)
+  assert r["calibration"] == {"attention_efficiency": {"value": 0.25, "source": "hand"}}
+  assert "calibrated step" in report_lib.format_table(
+      dict(r, topology={"name": "t", "num_devices": 2}, step="eval"))
+
+
+@pytest.mark.parametrize("generation", sorted(calibration.FITTED_ATTENTION_EFFICIENCY))
+def test_fitted_efficiency_lies_in_its_calibrated_range(generation):
+  fitted = calibration.fitted_attention_efficiency(generation).value
+  assert calibration.attention_range(generation).lo <= fitted <= 1.0

@@ -39,6 +39,9 @@ def test_v6e_program_over_32e9_bytes_is_reported_as_fitting(capsys):
   assert report["hbm_bytes"] > 32e9 and report["fits_hbm"] is True
   line = report_lib.format_table(dict(report, step="eval"))
   assert "of 31.25 GiB usable (32.00 GiB published) -> fits, margin +1.3" in line
+  assert "confirm on hardware" not in line
+  over = dict(report, step="eval", hbm_margin_bytes=-0.03 * GIB)
+  assert "margin -0.03 GiB (memory_analysis's sum exceeds" in report_lib.format_table(over)
 
 
 @pytest.mark.parametrize("generation,published_gib", [

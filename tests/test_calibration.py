@@ -60,6 +60,8 @@ def test_calibrate_fits_per_generation_and_picks_the_layout_model(monkeypatch):
   assert rows["b"]["ratio"] == pytest.approx(1.0) and rows["b"]["within_band"]
   assert rows["c"]["predicted_s"] == pytest.approx(5.0) and rows["c"]["role"] == "fit"
   assert rows["d"]["ratio"] == pytest.approx(3.0) and not rows["d"]["within_band"]
+  # d alone would need 2 s of attention to take 30 - 6 = 24 s.
+  assert rows["d"]["row_efficiency"] == pytest.approx(2 / 24)
   assert result["held_out_error"]["max_abs_pct"] == pytest.approx(200.0)
   assert result["closing_note"].startswith("rows outside the band: d (ratio 3.00)")
   assert "does not carry over" in result["closing_note"]
@@ -88,11 +90,23 @@ def test_main_writes_and_copies_both_files(monkeypatch, tmp_path):
   assert "| d | held out | cfg | 30.00 | 10.00 | 3.00 |" in markdown
 
 
-def test_missing_run_is_one_line_error(monkeypatch, tmp_path, capsys):
+def test_no_prediction_at_all_is_one_line_error(monkeypatch, tmp_path, capsys):
   _points(monkeypatch)
   assert calibration.main([str(tmp_path)]) == 2
   err = capsys.readouterr().err
-  assert err.startswith("error: ") and err.count("\n") == 1
+  assert err.startswith("error: no run in ") and err.count("\n") == 1
+
+
+def test_a_run_without_prediction_is_a_row_the_note_names(monkeypatch):
+  preds = _points(monkeypatch)
+  preds["d"] = "d: no prediction (does not fit in HBM: X)"
+  result = calibration.calibrate(preds)
+  rows = {r["name"]: r for r in result["rows"]}
+  assert rows["d"]["ratio"] is None and not rows["d"]["within_band"]
+  assert result["held_out_error"]["max_abs_pct"] == pytest.approx(0.0)
+  assert result["closing_note"] == ("rows outside the band: d: no prediction (d: no prediction "
+                                    "(does not fit in HBM: X))")
+  assert "| d | held out | cfg | 30.00 | — | — | — | — |" in calibration.to_markdown(result)
 
 
 def test_shipped_points_are_consistent():

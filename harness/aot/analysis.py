@@ -73,4 +73,16 @@ def analyze_hlo(text: str, hw: Hardware, device_coords: Sequence[Sequence[int]],
       "unknown_trip_counts": sim.unknown_trip_counts,
   }
   report.update(_bounds(module, kinds, hw, device_coords, dims, wraparound))
+  report.update(_calibrated(module, kinds, hw, device_coords, dims, wraparound))
   return report
+
+
+def _calibrated(module, kinds: OpKinds, hw: Hardware, coords, dims, wraparound) -> dict:
+  """The step with attention kernels at the generation's fitted efficiency (none if unfitted)."""
+  fitted = calibration.fitted_attention_efficiency(hw.generation)
+  if fitted is None:
+    return {"predicted_step_s_calibrated": None, "calibration": None}
+  pricing = calibration.Pricing(attention_efficiency=fitted.value)
+  totals = ScheduleSimulator(module, hw, coords, dims, wraparound, pricing, kinds).run()
+  return {"predicted_step_s_calibrated": totals.duration_s,
+          "calibration": {"attention_efficiency": fitted.to_dict()}}

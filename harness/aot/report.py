@@ -25,7 +25,9 @@ def _hbm_line(report: dict) -> str:
   verdict = "fits" if report["fits_hbm"] else "DOES NOT FIT"
   used = "n/a" if report.get("hbm_bytes") is None else f"{report['hbm_bytes'] / _GIB:.2f} GiB"
   margin = report.get("hbm_margin_bytes")
-  margin = "" if margin is None else f", margin {margin / _GIB:+.2f} GiB"
+  note = ("" if margin is None or margin >= 0 or not report["fits_hbm"] else
+          " (memory_analysis's sum exceeds the limit libtpu enforced: confirm on hardware)")
+  margin = "" if margin is None else f", margin {margin / _GIB:+.2f} GiB{note}"
   limit = report.get("hbm_limit_bytes") or report["hbm_capacity_bytes"]
   return (f"HBM per device: {used} of {limit / _GIB:.2f} GiB usable "
           f"({report['hbm_capacity_bytes'] / _GIB:.2f} GiB published) -> {verdict}{margin}")
@@ -51,6 +53,10 @@ def format_table(report: dict) -> str:
                f"{_ms(report['compute_s'])} + exposed comm {_ms(report['exposed_comm_s'])}; "
                f"comm {_ms(report['comm_s'])}, hidden {report['hidden_fraction'] * 100:.1f} % of "
                f"min(comm, compute)")
+  if report.get("predicted_step_s_calibrated") is not None:
+    eff = report["calibration"]["attention_efficiency"]["value"]
+    lines.append(f"calibrated step {_ms(report['predicted_step_s_calibrated'])} (attention kernels "
+                 f"at {eff * 100:.1f} % of MXU peak, fitted to published measurements)")
   if report.get("compute_by_kind_s"):
     kinds = ", ".join(f"{k} {_ms(v)}" for k, v in report["compute_by_kind_s"].items())
     lines.append(f"compute by kind: {kinds}; layout ops move {report['layout_bytes'] / 1e9:.2f} GB; "
