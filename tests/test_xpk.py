@@ -75,13 +75,14 @@ def _dry_run(capsys, argv) -> list[list[str]]:
 def test_two_phase_dry_run_is_accepted_by_xpk_parser(xpk_python, capsys):
   commands = _dry_run(capsys, ["--experiment", EXPERIMENT, *XPK_FLAGS])
   runs = sweep.expand(sweep.load_experiment(EXPERIMENT))
-  assert len(commands) == len(runs) == 30
+  assert len(commands) == len(runs) == 54  # 3 chunk counts x 2 resolutions x 3 slices x 3 repeats
   assert {c[0] for c in commands} == {"xpk"}
   parsed = _xpk_parse(xpk_python, [c[1:] for c in commands])
-  assert [p.get("error") for p in parsed] == [None] * 30
+  assert [p.get("error") for p in parsed] == [None] * 54
   for run, args in zip(runs, parsed):
     assert (args["workload"], args["cluster"], args["tpu_type"], args["num_slices"]) == (
-        run.name, "bench-v5p", "v5p-16", 1)
+        run.name, "bench-v5p", run.hardware.tpu_type, 1)
+    assert args["tpu_type"] in ("v5p-8", "v5p-16", "v5p-32")
     assert (args["docker_image"], args["priority"], args["max_restarts"]) == (
         "gcr.io/my-proj/harness:0.1", "high", "1")
     assert (args["project"], args["zone"], args["storage"]) == (
