@@ -79,7 +79,10 @@ def test_two_phase_dry_run_is_accepted_by_xpk_parser(xpk_python, capsys):
   assert {c[0] for c in commands} == {"xpk"}
   parsed = _xpk_parse(xpk_python, [c[1:] for c in commands])
   assert [p.get("error") for p in parsed] == [None] * 54
-  for run, args in zip(runs, parsed):
+  by_name = {run.name: run for run in runs}
+  assert sorted(by_name) == sorted(p["workload"] for p in parsed)
+  for args in parsed:
+    run = by_name[args["workload"]]
     assert (args["workload"], args["cluster"], args["tpu_type"], args["num_slices"]) == (
         run.name, "bench-v5p", run.hardware.tpu_type, 1)
     assert args["tpu_type"] in ("v5p-8", "v5p-16", "v5p-32")
