@@ -202,7 +202,9 @@ def claim_folder(cfgs: Configs, mesh, ident: dict, argv: list[str]):
   return claim, handle
 
 
-def _already_complete(claim) -> dict | None:
+def _already_complete(claim, lock_handle) -> dict | None:
+  if lock_handle is not None:
+    lock_handle.close()
   progress = claim.record.get("progress", {})
   done = f"{progress['steps']} steps" if "steps" in progress else "its compile"
   print(f"run {claim.run_dir} is already complete ({done}, status ok); nothing changed. Set a "
@@ -218,13 +220,14 @@ def main(gin_files, bindings, search_paths=(), dry_run: bool = False) -> dict | 
   ident = identity(cfgs)
   argv = list(sys.argv)
   if cfgs.run.mode == "aot":
-    from harness.aot.entry import run_aot_mode  # pylint: disable=g-import-not-at-top  # libtpu
+    from harness.aot import entry  # pylint: disable=g-import-not-at-top  # needs libtpu
+    mesh = entry.topology_mesh(cfgs, build_mesh)  # a bad config fails before any file is written
     claim, handle = claim_folder(cfgs, None, ident, argv)
     if claim.action == "complete":
-      return _already_complete(claim)
+      return _already_complete(claim, handle)
     extra = {"fingerprint": claim.record.get("fingerprint"), "attempt": claim.attempt}
-    return execute.attempt(
-        claim, lambda: run_aot_mode(cfgs, build_mesh, out_dir=claim.run_dir, extra=extra), handle)
+    return execute.attempt(claim, lambda: entry.run_aot_mode(
+        cfgs, build_mesh, out_dir=claim.run_dir, extra=extra, mesh=mesh), handle)
   if dry_run:
     mesh = abstract_mesh(cfgs.mesh)
     validate(cfgs, mesh)
@@ -236,5 +239,5 @@ def main(gin_files, bindings, search_paths=(), dry_run: bool = False) -> dict | 
     validate(cfgs, mesh)
     claim, handle = claim_folder(cfgs, mesh, ident, argv)
     if claim.action == "complete":
-      return _already_complete(claim)
+      return _already_complete(claim, handle)
     return execute.attempt(claim, lambda: execute.execute(cfgs, mesh, claim, stop), handle)

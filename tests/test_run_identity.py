@@ -159,3 +159,10 @@ def test_aot_of_a_trained_run_writes_beside_it(capsys, run_copy):
   rc, out, _ = harness(capsys, run_copy.parent, "run.mode='aot'", "aot.topology='v5p:2x2x1'",
                        "aot.step='eval'", "model.num_layers=1")
   assert rc == 0 and "already complete (its compile, status ok)" in out
+
+
+def test_a_bad_aot_config_writes_nothing(capsys, tmp_path):
+  rc, _, err = harness(capsys, tmp_path, "run.mode='aot'", "aot.topology='v5p:2x2x1'",
+                       "attention.variant='dense'")
+  assert rc == 2 and err.startswith("error: attention.num_chunks=2 needs attention.variant")
+  assert not (tmp_path / "r").exists()

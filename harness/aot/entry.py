@@ -31,15 +31,23 @@ def step_and_args(cfgs: Any, mesh, step: str) -> tuple[Callable, tuple]:
   return program.denoise_step, steps.abstract_denoise_args(program, setup, mesh)
 
 
-def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None,
-                 out_dir: str | os.PathLike | None = None, extra: dict | None = None) -> dict:
-  """Builds the mesh on the topology's devices, compiles the step, writes aot.json; returns it."""
+def topology_mesh(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None):
+  """The mesh on `aot.topology`'s devices, validated against the config (nothing written)."""
   _prefer_cpu_backend()
   aot = aot or aot_config()
-  topology = get_topology(aot.topology)
-  mesh = build_mesh(cfgs.mesh, devices=topology.devices)
+  mesh = build_mesh(cfgs.mesh, devices=get_topology(aot.topology).devices)
   from harness import run as run_lib  # pylint: disable=g-import-not-at-top
   run_lib.validate(cfgs, mesh, step=aot.step)
+  return mesh
+
+
+def run_aot_mode(cfgs: Any, build_mesh: Callable, aot: AotConfig | None = None,
+                 out_dir: str | os.PathLike | None = None, extra: dict | None = None,
+                 mesh=None) -> dict:
+  """Builds the mesh on the topology's devices, compiles the step, writes aot.json; returns it."""
+  aot = aot or aot_config()
+  mesh = mesh if mesh is not None else topology_mesh(cfgs, build_mesh, aot)
+  topology = get_topology(aot.topology)
   fn, args = step_and_args(cfgs, mesh, aot.step)
   out_dir = str(out_dir or cfgs.run_dir)
   os.makedirs(out_dir, exist_ok=True)
