@@ -157,16 +157,16 @@ def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Arr
                   kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
                   packed_qkv: bool) -> jax.Array:
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
-  qkv_HxBxSxD = (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan), _per_q_head(v_BxSxKxD, plan))
+  qkv_BxSxHxD = (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan), _per_q_head(v_BxSxKxD, plan))
   chunks = plan.chunks
   with jax.named_scope("ulysses_chunk0"):
-    incoming = _send(*_slices(chunks[0], *qkv_HxBxSxD), chunks[0].group, axis, packed_qkv)
+    incoming = _send(*_slices(chunks[0], *qkv_BxSxHxD), chunks[0].group, axis, packed_qkv)
   outs = []
   for i in range(len(chunks)):
     current = incoming
     if i + 1 < len(chunks):
       with jax.named_scope(f"ulysses_chunk{i + 1}"):
-        incoming = _send(*_slices(chunks[i + 1], *qkv_HxBxSxD), chunks[i + 1].group, axis,
+        incoming = _send(*_slices(chunks[i + 1], *qkv_BxSxHxD), chunks[i + 1].group, axis,
                          packed_qkv)
     with jax.named_scope(f"ulysses_chunk{i}"):
       with jax.named_scope("attention"):
