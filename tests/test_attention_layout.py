@@ -45,23 +45,27 @@ def compiled_layouts():
   devices = topologies.get_topology_desc(platform="tpu", topology_name="v5p:2x2x2").devices
   mesh = mesh_lib.make_mesh(context=8, devices=devices)
   # Batch 2 on a context-only mesh: the CFG pair of a guided step, unsharded. q, k, v come from
-  # projections, as in the model, so their producers are fusions that can take any layout.
+  # projections and the output feeds one, as in the model, so producers and consumer are
+  # fusions that can take any layout.
   x = jax.ShapeDtypeStruct((2, SEQ, HEADS * 128), jnp.bfloat16,
                            sharding=NamedSharding(mesh, P(("data", "fsdp"), "context")))
   w = jax.ShapeDtypeStruct((HEADS * 128, HEADS * 128), jnp.bfloat16,
                            sharding=NamedSharding(mesh, P()))
   layouts = {}
   for chunks in (1, 2, 5):
-    def layer(x, wq, wk, wv, c=chunks):
+    def layer(x, wq, wk, wv, wo, c=chunks):
       q, k, v = ((x @ w).reshape(*x.shape[:2], HEADS, 128) for w in (wq, wk, wv))
       out = context_parallel_attention(q, k, v, mesh=mesh, num_chunks=c, kernel="splash")
-      return out.reshape(x.shape)
-    text = jax.jit(layer).lower(x, w, w, w).compile(compiler_options=ASYNC_A2A).as_text()
+      return out.reshape(x.shape) @ wo
+    text = jax.jit(layer).lower(x, w, w, w, w).compile(compiler_options=ASYNC_A2A).as_text()
     layouts[chunks] = layout_ops(text)
   return layouts
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="XLA slices each head group apart from its heads-major "
+                   "relayout (a slice plus a copy a group where single-shot makes one copy); see "
+                   "experiments/results/aot_a2a_layout.md")
 @pytest.mark.parametrize("chunks", [2, 5])
 def test_chunking_adds_no_layout_bytes(compiled_layouts, chunks):
   single = sum(b for _, b in compiled_layouts[1])

@@ -111,9 +111,9 @@ def all_to_alls_per_chunk(plan: heads_lib.HeadPlan, packed_qkv: bool) -> tuple[i
   return tuple(2 if packed_mode(c) == "qkv" else 3 for c in plan.chunks)
 
 
-def _slices(chunk: heads_lib.ChunkPlan, *xs_BxSxHxD: jax.Array) -> tuple[jax.Array, ...]:
-  """One head group of each array, heads-major: [n, B, S/D, D_h]."""
-  return tuple(_heads_major(x[:, :, chunk.start:chunk.stop]) for x in xs_BxSxHxD)
+def _slices(chunk: heads_lib.ChunkPlan, *xs_HxBxSxD: jax.Array) -> tuple[jax.Array, ...]:
+  """One head group of each array: a contiguous block of the major axis."""
+  return tuple(x[chunk.start:chunk.stop] for x in xs_HxBxSxD)
 
 
 def _send(q_c, k_c, v_c, group: int, axis: str, packed_qkv: bool):
@@ -157,16 +157,19 @@ def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Arr
                   kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
                   packed_qkv: bool) -> jax.Array:
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
-  qkv_BxSxHxD = (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan), _per_q_head(v_BxSxKxD, plan))
+  # Heads-major once: XLA fuses this transpose with each group's slice (one copy a group) where
+  # slicing first made it copy the whole and then slice it (tests/test_attention_layout.py).
+  qkv_HxBxSxD = tuple(_heads_major(x) for x in (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan),
+                                                _per_q_head(v_BxSxKxD, plan)))
   chunks = plan.chunks
   with jax.named_scope("ulysses_chunk0"):
-    incoming = _send(*_slices(chunks[0], *qkv_BxSxHxD), chunks[0].group, axis, packed_qkv)
+    incoming = _send(*_slices(chunks[0], *qkv_HxBxSxD), chunks[0].group, axis, packed_qkv)
   outs = []
   for i in range(len(chunks)):
     current = incoming
     if i + 1 < len(chunks):
       with jax.named_scope(f"ulysses_chunk{i + 1}"):
-        incoming = _send(*_slices(chunks[i + 1], *qkv_BxSxHxD), chunks[i + 1].group, axis,
+        incoming = _send(*_slices(chunks[i + 1], *qkv_HxBxSxD), chunks[i + 1].group, axis,
                          packed_qkv)
     with jax.named_scope(f"ulysses_chunk{i}"):
       with jax.named_scope("attention"):
