@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from harness import mesh as mesh_lib
+from harness.aot import attribution
 from harness.aot import hlo_parse
 from harness.attention import context_parallel_attention
 
@@ -14,29 +15,19 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 ASYNC_A2A = {"xla_tpu_enable_async_all_to_all": "true",
              "xla_tpu_overlap_compute_collective_tc": "true"}
-_MOVES = frozenset({"copy", "transpose", "reshape", "slice", "dynamic-slice", "concatenate", "pad",
-                    "bitcast", "parameter", "constant", "tuple", "get-tuple-element", "broadcast"})
-_LAYOUT = frozenset({"copy", "transpose", "slice", "concatenate", "pad"})
-# WAN's 40 heads over cp=8: five units of 8 heads, so C=2 makes uneven groups (24 + 16). Smaller
-# shapes change XLA's fusion choices (it then slices a transposed whole instead of fusing).
+# WAN's 40 heads over cp=8: five units of 8 heads, so C=2 makes uneven groups (24 + 16).
 HEADS = 40
 SEQ = 8 * 2048
 
 
 def layout_ops(text: str) -> list[tuple[str, float]]:
-  """(name, bytes read + written) of the attention's entry ops that only move data (copies,
-  transposes, ...); the projections' own weight relayouts are not attention's."""
+  """(name, bytes read + written) of the attention's layout ops in the entry computation, as the
+  AOT attribution counts them; the projections' own weight relayouts are not attention's."""
   module = hlo_parse.parse_module(text)
   entry = module.computations[module.entry]
-  found = []
-  for instr in entry.instructions:
-    body = module.computations.get(instr.attr_computation("calls") or "")
-    opcodes = {i.opcode for i in body.instructions} if instr.opcode == "fusion" and body else {
-        instr.opcode}
-    if opcodes <= _MOVES and opcodes & _LAYOUT and "shard_map/" in instr.op_name:
-      read = sum(entry.by_name[o].bytes for o in instr.operands if o in entry.by_name)
-      found.append((instr.name, read + instr.bytes))
-  return found
+  kinds = attribution.OpKinds(module)
+  return [(i.name, kinds.moved_bytes(i, entry)) for i in entry.instructions
+          if kinds.kind(i) == "layout" and "shard_map/" in i.op_name]
 
 
 @pytest.fixture(scope="module")
