@@ -89,3 +89,23 @@ def test_remainder_last_chunks_are_bitwise_single_shot(heads, kv_heads, degree, 
                             chunk_sizing="remainder_last", **common)
   for name, a, b in zip(("out", "dq", "dk", "dv"), chunked, single):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+# A CFG pair: batch 2 on a context-only mesh, so each device folds both rows into its heads.
+CFG_CASES = [(40, 40, 8, 5, 64), (16, 2, 4, 2, 67), (12, 12, 8, 2, 64)]
+
+
+@pytest.mark.parametrize("heads,kv_heads,degree,num_chunks,seq", CFG_CASES)
+def test_cfg_batch_folded_into_heads_is_bitwise_across_chunks(heads, kv_heads, degree,
+                                                              num_chunks, seq):
+  mesh = mesh_of(degree)
+  q, k, v, cotangent = make_inputs(heads, kv_heads, seq, batch=2)
+  common = dict(mesh=mesh, variant="ulysses", pad_heads=heads % degree != 0)
+  single = value_and_grads(q, k, v, cotangent, num_chunks=1, **common)
+  dense = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="dense")
+  assert max(max_abs_errors(single, dense)) <= FP32_TOL
+  for sizing in heads_lib.CHUNK_SIZINGS:
+    chunked = value_and_grads(q, k, v, cotangent, num_chunks=num_chunks, chunk_sizing=sizing,
+                              **common)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), chunked, single):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{sizing} {name}")

@@ -84,9 +84,16 @@ def _project_group(x_BxLxD, angles_LxP, w: Weights, chunk, *, heads: int, head_d
   return normed[0], normed[1], v_BxLxNxD, ssq[0], ssq[1]
 
 
+def _seq_to_heads(x_BxLxNxD: jax.Array, axis: str, name: str) -> jax.Array:
+  """Sequence-sharded to head-sharded; heads are the second-to-last axis (stacked inputs too)."""
+  with jax.named_scope(f"all_to_all_{name}"):
+    return lax.all_to_all(x_BxLxNxD, axis, split_axis=x_BxLxNxD.ndim - 2, concat_axis=1,
+                          tiled=True)
+
+
 def _send(q_BxLxNxD, k_BxLxNxD, v_BxLxNxD, axis: str, packed_qkv: bool):
   """One group's q, k, v to head-sharded, full-sequence blocks: three all-to-alls or one."""
-  seq_to_heads = ulysses._seq_to_heads  # pylint: disable=protected-access
+  seq_to_heads = _seq_to_heads
   if not packed_qkv:
     return tuple(seq_to_heads(t, axis, n) for t, n in zip((q_BxLxNxD, k_BxLxNxD, v_BxLxNxD), "qkv"))
   qkv = seq_to_heads(jnp.stack([q_BxLxNxD, k_BxLxNxD, v_BxLxNxD], axis=2), axis, "qkv")

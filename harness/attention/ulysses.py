@@ -23,30 +23,53 @@ from harness.attention import padding
 AttendFn = Callable[[jax.Array, jax.Array, jax.Array, object], jax.Array]
 
 
-def _seq_to_heads(x_BxSxNxD: jax.Array, axis: str, name: str) -> jax.Array:
-  """Sequence-sharded to head-sharded; heads are the second-to-last axis (stacked inputs too)."""
+def _exchange_rows(rows_RxSxD: jax.Array, axis: str) -> jax.Array:
+  """Block j of the major axis to device j; arrivals stacked on the major axis in source order.
+
+  Split and concatenation both on the major axis: the transfer moves contiguous blocks and the
+  reordering around it is an explicit transpose that XLA can fuse with its neighbours, where a
+  split and concatenation on different axes makes XLA relayout operands into thin tiles.
+  """
+  return lax.all_to_all(rows_RxSxD, axis, split_axis=0, concat_axis=0, tiled=True)
+
+
+def _seq_to_heads(x_Nx___xSxD: jax.Array, axis: str, name: str) -> jax.Array:
+  """Sequence-sharded to head-sharded. Heads lead; everything but the sequence and head_dim is
+  merged into one major row axis, so each device's part is one contiguous block and the local
+  batch (the CFG pair) never lands in the minor tile, where TPU layouts would pad it."""
+  *lead, seq, d = x_Nx___xSxD.shape
+  degree = lax.axis_size(axis)
   with jax.named_scope(f"all_to_all_{name}"):
-    return lax.all_to_all(x_BxSxNxD, axis, split_axis=x_BxSxNxD.ndim - 2, concat_axis=1,
-                          tiled=True)
+    rows_RxSxD = _exchange_rows(x_Nx___xSxD.reshape(-1, seq, d), axis)
+  rows_CxrxSxD = rows_RxSxD.reshape(degree, -1, seq, d).transpose(1, 0, 2, 3)
+  return rows_CxrxSxD.reshape(-1, *lead[1:], degree * seq, d)
+
+
+def _heads_to_seq(x_nx___xSxD: jax.Array, axis: str, name: str = "out") -> jax.Array:
+  """Head-sharded back to sequence-sharded, with the same merged major rows."""
+  *lead, seq, d = x_nx___xSxD.shape
+  degree = lax.axis_size(axis)
+  rows_CxrxsxD = x_nx___xSxD.reshape(-1, degree, seq // degree, d).transpose(1, 0, 2, 3)
+  with jax.named_scope(f"all_to_all_{name}"):
+    rows_RxsxD = _exchange_rows(rows_CxrxsxD.reshape(-1, seq // degree, d), axis)
+  return rows_RxsxD.reshape(-1, *lead[1:], seq // degree, d)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _send_grouped(kv_BxSx2xhxD: jax.Array, axis: str, group: int) -> jax.Array:
+def _send_grouped(kv_Nx2xBxSxD: jax.Array, axis: str, group: int) -> jax.Array:
   """Sends every group-th kv head and repeats it on arrival; see heads.py for the backward."""
-  sent = _seq_to_heads(kv_BxSx2xhxD[..., ::group, :], axis, "kv")
-  return jnp.repeat(sent, group, axis=-2)
+  sent = _seq_to_heads(kv_Nx2xBxSxD[::group], axis, "kv")
+  return jnp.repeat(sent, group, axis=0)
 
 
-def _send_grouped_fwd(kv_BxSx2xhxD, axis, group):
-  return _send_grouped(kv_BxSx2xhxD, axis, group), None
+def _send_grouped_fwd(kv_Nx2xBxSxD, axis, group):
+  return _send_grouped(kv_Nx2xBxSxD, axis, group), None
 
 
-def _send_grouped_bwd(axis, group, _, ct_BxSx2xhxD):
+def _send_grouped_bwd(axis, group, _, ct_nx2xBxSxD):
   # One gradient per q head, as if each had its own kv head; the caller sums each group later.
   del group
-  with jax.named_scope("all_to_all_kv_grad"):
-    return (lax.all_to_all(ct_BxSx2xhxD, axis, split_axis=1, concat_axis=ct_BxSx2xhxD.ndim - 2,
-                           tiled=True),)
+  return (_heads_to_seq(ct_nx2xBxSxD, axis, "kv_grad"),)
 
 
 _send_grouped.defvjp(_send_grouped_fwd, _send_grouped_bwd)
@@ -88,20 +111,24 @@ def all_to_alls_per_chunk(plan: heads_lib.HeadPlan, packed_qkv: bool) -> tuple[i
   return tuple(2 if packed_mode(c) == "qkv" else 3 for c in plan.chunks)
 
 
-def _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, chunk, axis, packed_qkv):
-  """Slices one head group and all-to-alls it to head-sharded, full-sequence blocks."""
-  q_c, k_c, v_c = (x[:, :, chunk.start:chunk.stop] for x in (q_BxSxHxD, k_BxSxHxD, v_BxSxHxD))
-  if chunk.group > 1 and not packed_qkv:
-    return (_seq_to_heads(q_c, axis, "q"), _send_grouped(k_c, axis, chunk.group),
-            _send_grouped(v_c, axis, chunk.group))
-  if chunk.group > 1:
-    kv = _send_grouped(jnp.stack([k_c, v_c], axis=2), axis, chunk.group)
-    return _seq_to_heads(q_c, axis, "q"), kv[:, :, 0], kv[:, :, 1]
+def _slices(chunk: heads_lib.ChunkPlan, *xs_HxBxSxD: jax.Array) -> tuple[jax.Array, ...]:
+  """One head group of each array: a contiguous block of the major axis."""
+  return tuple(x[chunk.start:chunk.stop] for x in xs_HxBxSxD)
+
+
+def _send(q_c, k_c, v_c, group: int, axis: str, packed_qkv: bool):
+  """All-to-alls one head group's q, k, v (n x B x S/D x D each) to full-sequence blocks."""
+  if group > 1 and not packed_qkv:
+    return (_seq_to_heads(q_c, axis, "q"), _send_grouped(k_c, axis, group),
+            _send_grouped(v_c, axis, group))
+  if group > 1:
+    kv = _send_grouped(jnp.stack([k_c, v_c], axis=1), axis, group)
+    return _seq_to_heads(q_c, axis, "q"), kv[:, 0], kv[:, 1]
   if not packed_qkv:
     return (_seq_to_heads(q_c, axis, "q"), _seq_to_heads(k_c, axis, "k"),
             _seq_to_heads(v_c, axis, "v"))
-  qkv = _seq_to_heads(jnp.stack([q_c, k_c, v_c], axis=2), axis, "qkv")
-  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+  qkv = _seq_to_heads(jnp.stack([q_c, k_c, v_c], axis=1), axis, "qkv")
+  return qkv[:, 0], qkv[:, 1], qkv[:, 2]
 
 
 def _per_q_head(x_BxSxKxD: jax.Array, plan: heads_lib.HeadPlan) -> jax.Array:
@@ -111,27 +138,45 @@ def _per_q_head(x_BxSxKxD: jax.Array, plan: heads_lib.HeadPlan) -> jax.Array:
   return padding.pad_axis(x_BxSxKxD, padding.HEAD_AXIS, plan.padded_heads)
 
 
+def _heads_major(x_BxSxHxD: jax.Array) -> jax.Array:
+  # Heads major, sequence x head_dim minor: a head group is one contiguous block and the local
+  # batch (the CFG pair) stays out of the minor tile, where TPU layouts would pad it.
+  return x_BxSxHxD.transpose(2, 0, 1, 3)
+
+
+def _attend_folded(attend: AttendFn, q_hxBxSxD, k_hxBxSxD, v_hxBxSxD, kv_valid_len):
+  """The kernel on the local batch folded into heads (batch 1, h*B heads); heads are independent."""
+  h, b, s, d = q_hxBxSxD.shape
+  # Kernels take B x S x H x D; splash turns it straight back into heads-major, a no-op here.
+  fold = lambda x: x.reshape(h * b, x.shape[2], d).transpose(1, 0, 2)[None]
+  out_1xSxNxD = attend(fold(q_hxBxSxD), fold(k_hxBxSxD), fold(v_hxBxSxD), kv_valid_len)
+  return out_1xSxNxD[0].transpose(1, 0, 2).reshape(h, b, s, d)
+
+
 def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
                   kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
                   packed_qkv: bool) -> jax.Array:
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
-  k_BxSxHxD, v_BxSxHxD = _per_q_head(k_BxSxKxD, plan), _per_q_head(v_BxSxKxD, plan)
-  send = lambda i: _send(q_BxSxHxD, k_BxSxHxD, v_BxSxHxD, plan.chunks[i], axis, packed_qkv)
+  # Heads-major once: XLA fuses this transpose with each group's slice (one copy a group) where
+  # slicing first made it copy the whole and then slice it (tests/test_attention_layout.py).
+  qkv_HxBxSxD = tuple(_heads_major(x) for x in (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan),
+                                                _per_q_head(v_BxSxKxD, plan)))
+  chunks = plan.chunks
   with jax.named_scope("ulysses_chunk0"):
-    incoming = send(0)
+    incoming = _send(*_slices(chunks[0], *qkv_HxBxSxD), chunks[0].group, axis, packed_qkv)
   outs = []
-  for i in range(len(plan.chunks)):
+  for i in range(len(chunks)):
     current = incoming
-    if i + 1 < len(plan.chunks):
+    if i + 1 < len(chunks):
       with jax.named_scope(f"ulysses_chunk{i + 1}"):
-        incoming = send(i + 1)
+        incoming = _send(*_slices(chunks[i + 1], *qkv_HxBxSxD), chunks[i + 1].group, axis,
+                         packed_qkv)
     with jax.named_scope(f"ulysses_chunk{i}"):
       with jax.named_scope("attention"):
-        out_BxSxhxD = attend(*current, kv_valid_len)
-      with jax.named_scope("all_to_all_out"):
-        outs.append(lax.all_to_all(out_BxSxhxD, axis, split_axis=1, concat_axis=2, tiled=True))
-  out_BxSxHxD = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
-  return out_BxSxHxD[:, :, :plan.heads]
+        out_hxBxSxD = _attend_folded(attend, *current, kv_valid_len)
+      outs.append(_heads_to_seq(out_hxBxSxD, axis))
+  out_HxBxSxD = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
+  return out_HxBxSxD[:plan.heads].transpose(1, 2, 0, 3)
 
 
 def kernel_attend(kernel: str, kernel_options) -> AttendFn:
