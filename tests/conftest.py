@@ -8,8 +8,9 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
-# One persistent compilation cache for the session (this process and the harness subprocesses the
-# tests start): the quickstart's step is compiled once instead of in every test that runs it.
+# One persistent compilation cache for the session (this process, the xdist workers it starts, which
+# inherit its environment, and the harness subprocesses the tests start): the quickstart's step is
+# compiled once instead of in every test that runs it.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   import atexit
   import shutil

@@ -94,7 +94,7 @@ def _tensorboard(logdir: str, log_path: str):
 @pytest.mark.slow
 def test_quickstart_capture_and_scalars_in_tensorboard(tmp_path):
   out = tmp_path / "out"
-  bindings = [f"run.output_dir='{out}'", "run.steps=4", "run.final_eval=False",
+  bindings = [f"run.output_dir='{out}'", "run.steps=5", "run.final_eval=False",
               "run.checkpoint_every=0", f"profiler.start_step={START_STEP}",
               f"profiler.num_steps={NUM_STEPS}"]
   cmd = [sys.executable, "-m", "harness", "--gin_file=gin/quickstart.gin"]
