@@ -246,8 +246,8 @@ def test_kill_mid_sweep_then_rerun_finishes_with_nothing_lost_or_duplicated(fake
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 60
-  while not pid_file.exists() and time.monotonic() < deadline:
-    time.sleep(0.05)
+  while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+    time.sleep(0.05)  # exists before its pid is written
   child = int(pid_file.read_text())  # the third run hangs until killed
   if how == "sigkill-group":
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run in flight
