@@ -20,14 +20,13 @@ import pytest
 from packaging.requirements import Requirement
 
 import doc_commands as dc
+import test_reliability_multihost
 
 REPO = dc.REPO
 COMMANDS = dc.documented_commands()
 MAIN_JOB = "python -m harness --gin_file=gin/quickstart.gin"
 # Runs that take minutes get their dry form; a sweep's --dry_run prints its runs' commands.
 LONG = re.compile(r"^python -m launch --experiment ")
-SMALL_RUN = ("--gin_bindings=run.steps=3 --gin_bindings=run.final_eval=False "
-             "--gin_bindings=run.checkpoint_every=0 --gin_bindings=profiler.enabled=False")
 
 
 def _env() -> dict[str, str]:
@@ -112,21 +111,6 @@ def _requirements_installed(extra: str | None) -> None:
     assert req.specifier.contains(version, prereleases=True), (text, version)
 
 
-def _multihost(cmd: str, root: pathlib.Path) -> None:
-  """The two-process loop, on a free port and with a few steps; both processes must finish."""
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  cwd = root / "multihost"
-  cwd.mkdir(exist_ok=True)
-  shell = cmd.replace("12355", str(port)).replace(" &\n", f" {SMALL_RUN} &\n")
-  assert SMALL_RUN in shell
-  proc = _bash(shell, cwd, timeout=400)
-  _ok(proc, shell)
-  summary = json.loads((cwd / "out/quickstart/summary.json").read_text())
-  assert (summary["status"], summary["devices"]["processes"]) == ("ok", 2)
-
-
 def _tensorboard(cmd: str, root: pathlib.Path) -> None:
   """Starts the server as printed (on a free port), waits for its plugin list, stops it."""
   with socket.socket() as s:
@@ -167,7 +151,8 @@ def test_documented_command_runs(cmd, work):
   elif rest.startswith("tensorboard "):
     _tensorboard(rest, root)
   elif rest.startswith("for "):
-    _multihost(rest, root)
+    # The two-process loop runs, as printed plus a few bindings, in tests/test_reliability_multihost.py.
+    assert rest == test_reliability_multihost.documented_loop()
   else:
     proc = _run_documented(rest, root)
     if "run.mode='aot'" in rest:  # libtpu's harmless CPU-host messages stay off the console

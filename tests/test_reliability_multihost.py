@@ -5,13 +5,18 @@ And when a peer dies mid-run, the survivor exits non-zero with a clear error in 
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-from test_reliability_runs import RUN_NAME, RUN_TIMEOUT_S, Workdir, shared_cache, wait_for
+import doc_commands as dc
+from test_reliability_runs import (BASE_BINDINGS, RUN_NAME, RUN_TIMEOUT_S, Workdir, shared_cache,
+                                   wait_for)
 
 HEARTBEAT_S = 10
 MULTIHOST = ("mesh.simulated_devices=4", "mesh.context=8", "mesh.num_processes=2",
@@ -23,6 +28,37 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+def documented_loop() -> str:
+  """The two-process loop of docs/reliability.md, as printed there."""
+  loops = [c.text for c in dc.documented_commands() if c.text.startswith("for ")]
+  assert len(loops) == 1, loops
+  return loops[0]
+
+
+def run_documented_loop(work: Workdir, *bindings: str) -> list[tuple[str, str]]:
+  """The documented loop on a free port with `bindings` added; each process's (stdout, stderr).
+
+  The loop's closing `wait` is made to fail when either process fails.
+  """
+  extra = " ".join(f'"--gin_bindings={b}"' for b in (*BASE_BINDINGS, *bindings))
+  loop = documented_loop()
+  assert loop.endswith(" &\ndone; wait"), loop
+  shell = loop.replace("12355", str(free_port())).replace(
+      " &\ndone; wait", f' {extra} >out$i.txt 2>err$i.txt & pids="$pids $!"\n'
+      "done; for p in $pids; do wait $p || exit $?; done")
+  env = dict(work.env, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{work.env['PATH']}")
+  proc = subprocess.run(["bash", "-c", shell], cwd=work.cwd, env=env, timeout=RUN_TIMEOUT_S,
+                        check=False)
+  outputs = []
+  for i in range(2):
+    files = [work.cwd / f"{kind}{i}.txt" for kind in ("out", "err")]
+    outputs.append(tuple(f.read_text() for f in files))
+    for f in files:
+      f.unlink()
+  assert proc.returncode == 0, (shell, [err[-3000:] for _, err in outputs])
+  return outputs
 
 
 def start_pair(work: Workdir, *bindings: str) -> list[subprocess.Popen]:
@@ -55,10 +91,11 @@ def cache(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_processes_run_chunked_ulysses_and_write_outputs_once(tmp_path, cache):
+  """The loop of docs/reliability.md, as printed there, plus this file's bindings."""
   work = Workdir(tmp_path, cache)
-  (rc0, out0, err0), (rc1, out1, err1) = finish_all(start_pair(work, "run.steps=6"),
-                                                    RUN_TIMEOUT_S)
-  assert (rc0, rc1) == (0, 0), (err0[-3000:], err1[-3000:])
+  bindings = [b for b in MULTIHOST if not b.startswith(("mesh.simulated_devices", "mesh.context",
+                                                         "mesh.num_processes"))]
+  (out0, _), (out1, _) = run_documented_loop(work, *bindings, "run.steps=6")
   assert f"run {RUN_NAME}: train ok" in out0 and f"run {RUN_NAME}:" not in out1
   summary = work.summary()
   assert summary["status"] == "ok"
