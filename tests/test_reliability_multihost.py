@@ -85,8 +85,8 @@ def finish_all(procs: list[subprocess.Popen], timeout_s: float) -> list[tuple[in
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return shared_cache(tmp_path_factory)
+def cache():
+  return shared_cache()
 
 
 @pytest.mark.slow

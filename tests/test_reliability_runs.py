@@ -44,11 +44,9 @@ def harness_env(tmp_root: pathlib.Path, cache: pathlib.Path) -> dict[str, str]:
   return env
 
 
-def shared_cache(tmp_path_factory) -> pathlib.Path:
-  """One compilation cache for every reliability test of the session."""
-  cache = tmp_path_factory.getbasetemp() / "reliability-jax-cache"
-  cache.mkdir(exist_ok=True)
-  return cache
+def shared_cache() -> pathlib.Path:
+  """The session's compilation cache (tests/conftest.py), shared by every worker and harness run."""
+  return pathlib.Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 class Workdir:
@@ -126,8 +124,8 @@ def losses(records: list[dict]) -> list[tuple[int, float, float]]:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> pathlib.Path:
-  return shared_cache(tmp_path_factory)
+def cache() -> pathlib.Path:
+  return shared_cache()
 
 
 @pytest.fixture(scope="module")

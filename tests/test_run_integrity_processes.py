@@ -13,8 +13,8 @@ from test_reliability_runs import Workdir, finish, shared_cache, wait_for
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return shared_cache(tmp_path_factory)
+def cache():
+  return shared_cache()
 
 
 def _stdout_has(path, text: str):
