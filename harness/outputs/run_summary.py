@@ -154,12 +154,12 @@ class Summary(Record):
   @property
   def median_step_s(self) -> float | None:
     """The median timed step, or None when none was timed."""
-    return self.step_time_s.median if self.step_time_s else None
+    return self.step_time_s.median if isinstance(self.step_time_s, TimeStats) else None
 
   @property
   def timed_steps(self) -> int | None:
     """Steps in the step-time statistics: len(step_times_s), else step_time_s.n."""
     if isinstance(self.step_times_s, list):
       return len(self.step_times_s)
-    n = self.step_time_s.n if self.step_time_s else None
+    n = self.step_time_s.n if isinstance(self.step_time_s, TimeStats) else None
     return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
