@@ -44,8 +44,7 @@ def read_outputs(run_dir: str | os.PathLike, mode: str) -> tuple[bool, dict | No
   if summary is not None and summary.status is not None:
     return summary.status == "ok" and not _timed_nothing(summary, mode), summary_json, aot_json
   if mode == "aot":
-    # A harness that wrote no aot.json kept the report in summary.json.
-    report = AotReport.from_json(aot_json or summary_json or {})
+    report = AotReport.of_run(aot_json, summary_json) or AotReport()
     return report.has_prediction or report.fits_hbm is False, summary_json, aot_json
   return summary is not None and _is_number(summary.median_step_s), summary_json, aot_json
 

@@ -76,8 +76,7 @@ def _summary(record: dict) -> Summary | None:
 
 
 def _aot(record: dict) -> AotReport | None:
-  """The AOT report of an aot record (from summary.json when no aot.json was collected)."""
-  return outputs.coerce(AotReport, record.get("aot") or record.get("summary"))
+  return AotReport.of_run(record.get("aot"), record.get("summary"))
 
 
 def _chunks(record: dict) -> int:

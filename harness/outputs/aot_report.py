@@ -101,6 +101,13 @@ class AotReport(Record):
       return {"sequence_length": older_sequence_length(obj)}
     return {}
 
+  @classmethod
+  def of_run(cls, aot: dict[str, Any] | None, summary: dict[str, Any] | None) -> AotReport | None:
+    """The report of an aot run: its aot.json, or its summary.json where an older harness kept
+    the report there; None when it has neither."""
+    obj = aot or summary
+    return cls.from_json(obj) if isinstance(obj, dict) else None
+
   @property
   def has_prediction(self) -> bool:
     """Whether the report predicts a step time (a compile that fit)."""
