@@ -11,6 +11,7 @@ from harness import config as config_lib
 from harness import metrics, phases, profiling, run_folder, steps, summary as summary_lib
 from harness.checkpoint import Checkpointer
 from harness.flops import step_flops
+from harness.outputs import EvalSummary, Summary, TimeStats, TraceReport
 from harness.phases import NanError, PhaseContext
 from harness.profiling import ProfilerWindow
 
@@ -56,9 +57,9 @@ def _analyze_trace(window, writer, extra: dict) -> None:
     result = profiling.analyze(window.captures[-1])
   except ValueError as err:  # an unreadable capture must not lose the run's other outputs
     log.warning("trace analysis failed: %s", err)
-    extra["trace"] = {"error": str(err)}
+    extra["trace"] = TraceReport.failed(str(err))
     return
-  extra["trace"] = {k: v for k, v in result.items() if k != "per_step"}
+  extra["trace"] = TraceReport.from_json(result).without_steps()
   writer.scalars(profiling.trace_scalars(result), 0)
   if writer.enabled:
     print(profiling.format_table(result))
@@ -73,16 +74,16 @@ def _logger(cfgs, writer, mode: str, prefix: str):
   return _step_logger(writer, _tokens(cfgs, mode), flops, prefix)
 
 
-def _final_eval(cfgs, ctx: PhaseContext, program, params, writer) -> tuple[dict, bool]:
+def _final_eval(cfgs, ctx: PhaseContext, program, params, writer) -> tuple[EvalSummary, bool]:
   """(summary entry, stopped early) of one timed sample after training."""
   eval_ctx = PhaseContext(ctx.run, ctx.mesh, ctx.window,
                           _logger(cfgs, _TensorBoardOnly(writer), "eval", "eval"), ctx.stop)
   setup = cfgs.setup
   phase = phases.denoise(eval_ctx, program, setup, params, setup.sampler.denoising_steps,
                          desc="final eval")
-  entry = {"step_time_s": metrics.time_stats(phase.times_s),
-           "compile_time_s": phase.compile_time_s, "denoising_steps": phase.steps_run,
-           "final_metrics": phase.last_metrics}
+  entry = EvalSummary(step_time_s=TimeStats(**metrics.time_stats(phase.times_s)),
+                      compile_time_s=phase.compile_time_s, denoising_steps=phase.steps_run,
+                      final_metrics=phase.last_metrics)
   return entry, phase.stopped_early
 
 
@@ -163,12 +164,13 @@ def execute(cfgs, mesh, claim, stop) -> dict:
     _analyze_trace(window, writer, extra)
   finally:
     writer.close()
-  summary = summary_lib.build_run_summary(cfgs, mesh, claim, phase, steps.count_params(
-      program.abstract_params), status, error, extra)
+  typed = summary_lib.build_run_summary(cfgs, mesh, claim, phase, steps.count_params(
+      program.abstract_params), status, error, extra.get("eval"), extra.get("trace"))
+  summary = typed.to_json()
   if is_main:
     metrics.write_json_atomic(claim.run_dir / "summary.json", summary)
     _record_progress(cfgs, claim, phase, summary)
-    print(summary_lib.console_report(summary, claim.run_dir))
+    print(summary_lib.console_report(typed, claim.run_dir))
   if status == "nan":
     raise NanError(error)
   if status == "failed":
@@ -218,10 +220,10 @@ def _write_failure(claim, status: str, message: str) -> None:
   """summary.json of an attempt that ended in an exception (the last one is archived)."""
   if not claim.record.get("attempts"):
     return  # not process 0, or refused before the attempt began: nothing is written
-  failure = {"status": status, "error": message, "mode": claim.record.get("mode"),
-             "fingerprint": claim.record.get("fingerprint"), "attempt": claim.attempt}
+  failure = Summary.failure(status, message, claim.record.get("mode"),
+                            claim.record.get("fingerprint"), claim.attempt)
   try:
-    metrics.write_json_atomic(claim.run_dir / "summary.json", failure)
+    metrics.write_json_atomic(claim.run_dir / "summary.json", failure.to_json())
   except OSError as err:
     log.warning("cannot write %s: %s", claim.run_dir / "summary.json", err.strerror)
 

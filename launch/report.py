@@ -7,6 +7,7 @@ import pathlib
 import sys
 from typing import Any, Sequence
 
+from harness.outputs import AotReport
 from launch import aot_gain, plot, results, stats, table
 
 HEADER = ("| variant | chunks | degree | sequence | step time ms (p10–p90) | speedup vs single-shot "
@@ -37,11 +38,11 @@ def _row(row: table.Row) -> str:
             f"[{row.speedup.low:.3f}–{row.speedup.high:.3f}, {row.speedup.method}]")
   else:
     gain = "–"
-  aot = row.aot or {}
+  aot = row.aot or AotReport()
   cells = [row.variant or "–", str(row.chunks), _num(row.degree), _num(row.sequence, digits=9),
            step, gain, _num(row.exposed_s, 1e3), _num(row.overlap, digits=2),
-           _num(aot.get("predicted_step_s"), 1e3, 4), _num(row.aot_gain, digits=4),
-           _num(aot.get("hidden_fraction"), digits=2),
+           _num(aot.predicted_step_s, 1e3, 4), _num(row.aot_gain, digits=4),
+           _num(aot.hidden_fraction, digits=2),
            f"{len(row.summaries)}/{row.runs}" if row.runs else "–",
            _steps(row), row.verdict or ("baseline" if row.chunks == 1 and row.step else "–")]
   return "| " + " | ".join(cells) + " |"
@@ -102,7 +103,7 @@ def _row_json(row: table.Row) -> dict[str, Any]:
               "method": speed.method, "level": stats.LEVEL if speed.method == "bootstrap" else None},
           "verdict": row.verdict, "exposed_collective_s": row.exposed_s,
           "overlap_fraction": row.overlap, "aot_gain": row.aot_gain,
-          "aot_predicted_step_s": (row.aot or {}).get("predicted_step_s")}
+          "aot_predicted_step_s": row.aot.predicted_step_s if row.aot else None}
 
 
 def to_json(title: str, groups: Sequence[table.Group]) -> dict[str, Any]:

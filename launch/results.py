@@ -9,6 +9,8 @@ from typing import Any
 
 from etils import epath
 
+from harness import outputs
+from harness.outputs import AotReport, Summary, TimeStats
 from launch import sweep
 
 RESULTS_FILE = "results.jsonl"
@@ -28,7 +30,7 @@ def _is_number(value: Any) -> bool:
 
 
 def read_outputs(run_dir: str | os.PathLike, mode: str) -> tuple[bool, dict | None, dict | None]:
-  """(complete, summary, aot) of a run directory, local or gs://.
+  """(complete, summary, aot) of a run directory, local or gs://; the two files as read.
 
   Complete means: summary.json parses and says "status": "ok" (and, for train/eval, timed at
   least one step); or, when it has no status,
@@ -36,22 +38,21 @@ def read_outputs(run_dir: str | os.PathLike, mode: str) -> tuple[bool, dict | No
   predicted_step_s (or fits_hbm false: a config too big for HBM is an answer, not a crash).
   """
   run_dir = epath.Path(run_dir)
-  summary = _read_json(run_dir / "summary.json")
-  aot = _read_json(run_dir / "aot.json") if mode == "aot" else None
-  if summary is not None and "status" in summary:
-    return summary["status"] == "ok" and not _timed_nothing(summary, mode), summary, aot
+  summary_json = _read_json(run_dir / "summary.json")
+  aot_json = _read_json(run_dir / "aot.json") if mode == "aot" else None
+  summary = outputs.coerce(Summary, summary_json)
+  if summary is not None and summary.status is not None:
+    return summary.status == "ok" and not _timed_nothing(summary, mode), summary_json, aot_json
   if mode == "aot":
-    source = aot or summary or {}
-    done = _is_number(source.get("predicted_step_s")) or source.get("fits_hbm") is False
-    return done, summary, aot
-  step_time = (summary or {}).get("step_time_s")
-  return isinstance(step_time, dict) and _is_number(step_time.get("median")), summary, aot
+    report = AotReport.of_run(aot_json, summary_json) or AotReport()
+    return report.has_prediction or report.fits_hbm is False, summary_json, aot_json
+  return summary is not None and _is_number(summary.median_step_s), summary_json, aot_json
 
 
-def _timed_nothing(summary: dict | None, mode: str) -> bool:
+def _timed_nothing(summary: Summary, mode: str) -> bool:
   """A train/eval summary that says ok but timed no step: an empty run, never a result."""
-  step_time = (summary or {}).get("step_time_s")
-  return mode != "aot" and isinstance(step_time, dict) and step_time.get("n") == 0
+  return mode != "aot" and isinstance(summary.step_time_s, TimeStats) and \
+      summary.step_time_s.n == 0
 
 
 class ResultsFile:

@@ -6,6 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
+from harness import outputs
+from harness.outputs import Summary
+
 BOOTSTRAP_SAMPLES = 2000
 LEVEL = 0.95
 
@@ -33,13 +36,14 @@ def verdict(speedup: Speedup | None) -> str | None:
   return UNCLEAR
 
 
-def timed_steps(summary: dict) -> int | None:
+def _summaries(values: Sequence[Summary | dict]) -> list[Summary]:
+  """Typed summaries; a results.jsonl entry (a dict) is read with Summary.from_json."""
+  return [outputs.coerce(Summary, v) for v in values]
+
+
+def timed_steps(summary: Summary | dict) -> int | None:
   """Steps that entered a run's step-time statistics (warm-up and profiled steps excluded)."""
-  steps = summary.get("step_times_s")
-  if isinstance(steps, list):
-    return len(steps)
-  n = (summary.get("step_time_s") or {}).get("n")
-  return int(n) if isinstance(n, (int, float)) else None
+  return outputs.coerce(Summary, summary).timed_steps
 
 
 def _pooled_median(runs: Sequence[Sequence[float]]) -> float:
@@ -73,26 +77,27 @@ def min_max(base_medians: Sequence[float], cand_medians: Sequence[float]) -> Spe
                  float(base.max() / cand.min()), "min-max")
 
 
-def speedup(base: Sequence[dict], cand: Sequence[dict]) -> Speedup | None:
-  """From two lists of summary.json dicts (repeats); bootstrap when step times were kept."""
+def speedup(base: Sequence[Summary | dict], cand: Sequence[Summary | dict]) -> Speedup | None:
+  """From two lists of summaries (repeats); bootstrap when step times were kept."""
   if not base or not cand:
     return None
-  base_steps = [s.get("step_times_s") for s in base]
-  cand_steps = [s.get("step_times_s") for s in cand]
+  base, cand = _summaries(base), _summaries(cand)
+  base_steps = [s.step_times_s for s in base]
+  cand_steps = [s.step_times_s for s in cand]
   if all(isinstance(s, list) and len(s) >= 2 for s in base_steps + cand_steps):
     return bootstrap(base_steps, cand_steps)
-  return min_max([s["step_time_s"]["median"] for s in base],
-                 [s["step_time_s"]["median"] for s in cand])
+  return min_max([s.median_step_s for s in base], [s.median_step_s for s in cand])
 
 
-def step_time(summaries: Sequence[dict]) -> tuple[float, float, float]:
+def step_time(summaries: Sequence[Summary | dict]) -> tuple[float, float, float]:
   """(median, p10, p90) of step time over repeats, pooled when per-step times were kept."""
-  steps = [s.get("step_times_s") for s in summaries]
+  summaries = _summaries(summaries)
+  steps = [s.step_times_s for s in summaries]
   if all(isinstance(s, list) and s for s in steps):
     pooled = np.concatenate([np.asarray(s, float) for s in steps])
     median, p10, p90 = np.percentile(pooled, [50, 10, 90])
     return float(median), float(p10), float(p90)
-  stats = [s["step_time_s"] for s in summaries]
-  return (float(np.median([t["median"] for t in stats])),
-          float(min(t.get("p10", t["median"]) for t in stats)),
-          float(max(t.get("p90", t["median"]) for t in stats)))
+  stats = [s.step_time_s for s in summaries]
+  return (float(np.median([t.median for t in stats])),
+          float(min(t.median if t.p10 is None else t.p10 for t in stats)),
+          float(max(t.median if t.p90 is None else t.p90 for t in stats)))

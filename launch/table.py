@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness import outputs
+from harness.outputs import AotReport, Summary
 from launch import stats
 
 CHUNKS = "attention.num_chunks"
@@ -19,9 +21,9 @@ class Row:
   variant: str | None = None
   degree: int | None = None
   sequence: int | None = None
-  summaries: list[dict] = dataclasses.field(default_factory=list)
+  summaries: list[Summary] = dataclasses.field(default_factory=list)
   runs: int = 0
-  aot: dict | None = None
+  aot: AotReport | None = None
   step: tuple[float, float, float] | None = None
   speedup: stats.Speedup | None = None
   aot_gain: float | None = None
@@ -60,7 +62,7 @@ class Group:
   def platforms(self) -> list[str]:
     """Platforms the measured runs ran on ('cpu', 'tpu', ...)."""
     return sorted({p for row in self.rows.values() for s in row.summaries
-                   if isinstance(p := _get(s, "devices", "platform"), str)})
+                   if s.devices and isinstance(p := s.devices.platform, str)})
 
   @property
   def label(self) -> str:
@@ -69,42 +71,40 @@ class Group:
         " ".join(parts)
 
 
-def _get(tree: dict | None, *path: str) -> Any:
-  for key in path:
-    if not isinstance(tree, dict):
-      return None
-    tree = tree.get(key)
-  return tree
+def _summary(record: dict) -> Summary | None:
+  return outputs.coerce(Summary, record.get("summary"))
 
 
-def _sequence(summary: dict | None, aot: dict | None) -> int | None:
-  """Tokens per sample, wherever the harness put it."""
-  for source in (summary, aot):
-    for path in (("sequence_length",), ("seq_len",), ("tokens_per_sample",),
-                 ("model", "seq_len"), ("model", "sequence_length"), ("video", "tokens")):
-      value = _get(source, *path)
-      if isinstance(value, int):
-        return value
-  return None
+def _aot(record: dict) -> AotReport | None:
+  return AotReport.of_run(record.get("aot"), record.get("summary"))
 
 
 def _chunks(record: dict) -> int:
-  value = record["point"].get(CHUNKS, _get(record.get("summary"), "attention", "num_chunks"))
+  summary = _summary(record)
+  value = record["point"].get(CHUNKS, summary.attention.num_chunks
+                              if summary and summary.attention else None)
   return int(value) if value is not None else 1
 
 
 def _describe(row: Row, record: dict) -> None:
   """Fills variant / degree / sequence from the first record that knows them."""
-  summary, point = record.get("summary") or {}, record["point"]
-  row.variant = row.variant or _get(summary, "attention", "variant") or point.get(
-      "attention.variant")
+  summary, point = _summary(record) or Summary(), record["point"]
+  attention = summary.attention or outputs.Attention()
+  row.variant = row.variant or attention.variant or point.get("attention.variant")
   if row.degree is None:
     if row.variant == "ulysses_ring":
-      row.degree = _get(summary, "attention", "ulysses_degree") or point.get(
-          "attention.ulysses_degree")
+      row.degree = attention.ulysses_degree or point.get("attention.ulysses_degree")
     else:
-      row.degree = _get(summary, "mesh", "context") or point.get("mesh.context")
-  row.sequence = row.sequence or _sequence(summary, record.get("aot"))
+      row.degree = (summary.mesh or {}).get("context") or point.get("mesh.context")
+  row.sequence = row.sequence or _sequence(summary, outputs.coerce(AotReport, record.get("aot")))
+
+
+def _sequence(summary: Summary, aot: AotReport | None) -> int | None:
+  """Tokens per sample (older files' keys are read by from_json)."""
+  for value in (summary.sequence_length, aot.sequence_length if aot else None):
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+  return None
 
 
 def _key(record: dict, with_mode: bool) -> tuple:
@@ -120,11 +120,12 @@ def _finish(group: Group) -> None:
     if row.summaries:
       row.step = stats.step_time(row.summaries)
       row.speedup = stats.speedup(base.summaries, row.summaries) if base else None
-      exposed = [_get(s, "trace", "exposed_collective_s") for s in row.summaries]
-      overlap = [_get(s, "trace", "overlap_fraction") for s in row.summaries]
+      exposed = [s.trace.exposed_collective_s for s in row.summaries if s.trace]
+      overlap = [s.trace.overlap_fraction for s in row.summaries if s.trace]
       row.exposed_s = _median(exposed)
       row.overlap = _median(overlap)
-    base_pred, pred = _get(base and base.aot, "predicted_step_s"), _get(row.aot, "predicted_step_s")
+    base_pred = base.aot.predicted_step_s if base and base.aot else None
+    pred = row.aot.predicted_step_s if row.aot else None
     if isinstance(base_pred, (int, float)) and isinstance(pred, (int, float)) and pred > 0:
       row.aot_gain = base_pred / pred
 
@@ -145,7 +146,7 @@ def build(records: Sequence[dict]) -> list[Group]:
     row = group.rows.setdefault(_chunks(record), Row(_chunks(record)))
     row.runs += 1
     if record.get("status") == "ok":
-      row.summaries.append(record["summary"])
+      row.summaries.append(_summary(record))
       _describe(row, record)
   for record in (r for r in ok if r["mode"] == "aot"):
     matched = [g for k, g in groups.items() if k[1:] == _key(record, False)]
@@ -154,7 +155,7 @@ def build(records: Sequence[dict]) -> list[Group]:
           "aot", record["hardware"], {k: v for k, v in record["point"].items() if k != CHUNKS}))]
     for group in matched:
       row = group.rows.setdefault(_chunks(record), Row(_chunks(record)))
-      row.aot = record.get("aot") or record.get("summary")
+      row.aot = _aot(record)
       _describe(row, record)
   for group in groups.values():
     group.rows = dict(sorted(group.rows.items()))

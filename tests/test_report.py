@@ -94,7 +94,7 @@ def test_table_groups_and_known_speedups():
   assert (chunked.runs, len(chunked.summaries), chunked.degree, chunked.sequence) == (2, 1, 8, 75600)
   assert chunked.aot_gain == pytest.approx(1.25) and base.aot_gain == 1.0
   assert base.exposed_s == pytest.approx(0.6) and base.overlap == pytest.approx(0.05)
-  assert groups[1].rows[1].aot["predicted_step_s"] == 0.6 and groups[1].rows[1].step is None
+  assert groups[1].rows[1].aot.predicted_step_s == 0.6 and groups[1].rows[1].step is None
 
 
 def test_markdown_rows_and_failures():

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness import outputs
 from harness.aot import calibration
 from harness.aot.attribution import KINDS
+from harness.outputs import AotReport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +59,9 @@ def _pct(value: float) -> str:
   return f"{value * 100:+.1f} %".replace("-", "−")
 
 
-def _hidden_share(report: dict) -> float:
-  comm = report["comm_s"]
-  return report["hidden_comm_s"] / comm if comm > 0 else 0.0
+def _hidden_share(report: AotReport) -> float:
+  comm = report.comm_s
+  return report.hidden_comm_s / comm if comm > 0 else 0.0
 
 
 def _corner_key(scenario: dict) -> tuple[str, ...]:
@@ -76,22 +78,31 @@ def _swings(totals: dict[tuple[str, ...], float]) -> dict[str, float]:
   return swings
 
 
-def predicted_gain(base: dict, other: dict) -> Gain | None:
-  """The gain of `other` over `base` (two aot.json reports); None if either lacks a prediction."""
+def _report(value) -> AotReport | None:
+  return outputs.coerce(AotReport, value) if isinstance(value, (dict, AotReport)) else None
+
+
+def _predicts(report: AotReport | None) -> bool:
   needed = ("predicted_step_s", "compute_by_kind_s", "bound_scenarios", "comm_s", "hidden_comm_s")
-  if any(not isinstance(r, dict) or r.get(k) is None for r in (base, other) for k in needed):
+  return report is not None and all(getattr(report, k) is not None for k in needed)
+
+
+def predicted_gain(base: AotReport | dict | None, other: AotReport | dict | None) -> Gain | None:
+  """The gain of `other` over `base` (two aot.json reports); None if either lacks a prediction."""
+  base, other = _report(base), _report(other)
+  if not (_predicts(base) and _predicts(other)):
     return None
-  step = base["predicted_step_s"]
-  total = (step - other["predicted_step_s"]) / step
-  overlap = (_hidden_share(other) - _hidden_share(base)) * base["comm_s"] / step
-  exposed = lambda r: r["comm_s"] - r["hidden_comm_s"]
+  step = base.predicted_step_s
+  total = (step - other.predicted_step_s) / step
+  overlap = (_hidden_share(other) - _hidden_share(base)) * base.comm_s / step
+  exposed = lambda r: r.comm_s - r.hidden_comm_s
   communication = (exposed(base) - exposed(other)) / step - overlap
-  compute = {k: (base["compute_by_kind_s"].get(k, 0.0) - other["compute_by_kind_s"].get(k, 0.0))
+  compute = {k: (base.compute_by_kind_s.get(k, 0.0) - other.compute_by_kind_s.get(k, 0.0))
              / step for k in KINDS}
-  base_steps = {_corner_key(s): s["predicted_step_s"] for s in base["bound_scenarios"]}
+  base_steps = {_corner_key(s): s["predicted_step_s"] for s in base.bound_scenarios}
   totals = {_corner_key(s): (base_steps[_corner_key(s)] - s["predicted_step_s"])
             / base_steps[_corner_key(s)]
-            for s in other["bound_scenarios"] if _corner_key(s) in base_steps}
+            for s in other.bound_scenarios if _corner_key(s) in base_steps}
   values = [total, *totals.values()]
   bounds = (min(values), max(values))
   verdict = "pays" if bounds[0] > 0 else "does not pay" if bounds[1] < 0 else "undetermined"
@@ -100,7 +111,7 @@ def predicted_gain(base: dict, other: dict) -> Gain | None:
   return Gain(total, overlap, communication, compute, bounds, verdict, decided_by, swings)
 
 
-def gains_by_chunks(reports: dict[int, dict]) -> dict[int, Gain]:
+def gains_by_chunks(reports: dict[int, AotReport | dict]) -> dict[int, Gain]:
   """Gains of every chunk count >= 2 over chunk count 1, where both have predictions."""
   base = reports.get(1)
   out = {}

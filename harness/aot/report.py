@@ -1,18 +1,20 @@
-"""aot.json and the console table."""
+"""aot.json (harness.outputs.AotReport) and the console table."""
 from __future__ import annotations
 
-import json
 import os
+
+from harness import outputs
+from harness.outputs import AotReport
 
 _GIB = 1024 ** 3
 
 
-def write_report(report: dict, out_dir: str, filename: str = "aot.json") -> str:
-  """Writes the report as JSON; returns its path."""
+def write_report(report: dict | AotReport, out_dir: str, filename: str = "aot.json") -> str:
+  """Writes the report as strict JSON (the keys of harness.outputs.AotReport); returns its path."""
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, filename)
   with open(path, "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
+    f.write(outputs.dumps(outputs.coerce(AotReport, report), newline=False))
   return path
 
 
