@@ -6,9 +6,9 @@ all-to-alls before group i's attention so that a latency-hiding scheduler may ru
 from __future__ import annotations
 
 import functools
+
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.sharding import Mesh
 
 from harness import mesh_axes
