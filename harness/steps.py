@@ -12,6 +12,13 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from harness import diffusion
+from harness import mesh_axes
+from harness.attention import cross_attention
+from harness.attention import plan_attention
+from harness.attention import planned_attention
+from harness.attention.pipelined import planned_pipelined_attention
+from harness.attention.types import AttentionPlan
+from harness.attention.types import KernelOptions
 from harness.configurables import AttentionConfig, OptimizerConfig, SamplerConfig
 from harness.data import DataSpec, batch_shardings
 from harness.model import DiT, DiTConfig, VideoConfig
@@ -37,22 +44,28 @@ class Setup:
                     self.model.text_len, self.model.text_dim, self.seed)
 
 
-def make_runtime(attn: AttentionConfig, mesh: Mesh) -> Runtime:
-  """Binds the configured context-parallel attention and the activation layout to the mesh."""
-  from harness.attention import context_parallel_attention, cross_attention
-  from harness.attention.kernels import KernelOptions
+def plan_self_attention(attn: AttentionConfig, mesh: Mesh, heads: int) -> AttentionPlan:
+  """The model's self-attention plan (kv heads = heads): checked once, before any tracing."""
+  return plan_attention(heads=heads, kv_heads=heads, context=mesh.shape[mesh_axes.CONTEXT],
+                        variant=attn.variant, num_chunks=attn.num_chunks,
+                        ulysses_degree=attn.ulysses_degree, kernel=attn.kernel,
+                        packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
+                        chunk_sizing=attn.chunk_sizing)
+
+
+def make_runtime(attn: AttentionConfig, mesh: Mesh, heads: int) -> Runtime:
+  """Binds the planned context-parallel attention and the activation layout to the mesh."""
+  plan = plan_self_attention(attn, mesh, heads)
   options = KernelOptions(block_q=attn.block_q, block_kv=attn.block_kv)
-  self_attn = functools.partial(
-      context_parallel_attention, mesh=mesh, variant=attn.variant, num_chunks=attn.num_chunks,
-      ulysses_degree=attn.ulysses_degree, kernel=attn.kernel, packed_qkv=attn.packed_qkv,
-      pad_heads=attn.pad_heads, kernel_options=options, chunk_sizing=attn.chunk_sizing)
+  self_attn = functools.partial(planned_attention, mesh=mesh, plan=plan, kernel_options=options)
   cross = functools.partial(cross_attention, mesh=mesh, kernel=attn.kernel, kernel_options=options)
   layout = activation_sharding(mesh)
   return Runtime(self_attn, cross, lambda x: jax.lax.with_sharding_constraint(x, layout),
-                 _projected_self_attention(attn, mesh, options))
+                 _projected_self_attention(attn, mesh, plan, options))
 
 
-def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, options):
+def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, plan: AttentionPlan,
+                              options: KernelOptions):
   """Self-attention that projects per head group (attention.pipelined_projections), else None."""
   if not attn.pipelined_projections:
     return None
@@ -60,11 +73,8 @@ def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, options):
     raise ValueError(f"attention.pipelined_projections=True needs attention.variant='ulysses', "
                      f"got {attn.variant!r}; valid choices: 'ulysses' (or pipelined_projections="
                      f"False)")
-  from harness.attention.pipelined import pipelined_self_attention
-  return functools.partial(pipelined_self_attention, mesh=mesh, num_chunks=attn.num_chunks,
-                           kernel=attn.kernel, pad_heads=attn.pad_heads,
-                           packed_qkv=attn.packed_qkv, kernel_options=options,
-                           chunk_sizing=attn.chunk_sizing)
+  return functools.partial(planned_pipelined_attention, mesh=mesh, plan=plan,
+                           kernel_options=options)
 
 
 def abstract_model(cfg: DiTConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -107,7 +117,7 @@ class Program:
 def build_program(setup: Setup, mesh: Mesh) -> Program:
   """Builds (without compiling) the init, train and denoise functions for `mesh`."""
   graphdef, abstract_params = abstract_model(setup.model)
-  rt = make_runtime(setup.attention, mesh)
+  rt = make_runtime(setup.attention, mesh, setup.model.num_heads)
   opt = make_optimizer(setup.optimizer, setup.total_steps)
   p_sh = param_shardings(abstract_params, mesh)
   o_sh = _opt_shardings(opt, abstract_params, p_sh, mesh)

@@ -104,9 +104,10 @@ def test_dit_forward_matches_through_runtime():
   t = jnp.array([300.0])
   run = lambda rt: jax.jit(lambda m, a, b, c: m(a, b, c, rt))(model, latents, t, text)
   base = AttentionConfig(num_chunks=2)
-  expected = run(make_runtime(base, mesh))
-  rt = make_runtime(AttentionConfig(num_chunks=2, pipelined_projections=True), mesh)
-  assert make_runtime(base, mesh).projected_self_attention is None
+  expected = run(make_runtime(base, mesh, cfg.num_heads))
+  rt = make_runtime(AttentionConfig(num_chunks=2, pipelined_projections=True), mesh,
+                    cfg.num_heads)
+  assert make_runtime(base, mesh, cfg.num_heads).projected_self_attention is None
   assert isinstance(rt, Runtime) and rt.projected_self_attention is not None
   _assert_close(run(rt), expected)
 
@@ -115,4 +116,4 @@ def test_other_variants_are_refused():
   with pytest.raises(ValueError, match=r"^attention.pipelined_projections=True needs "
                                        r"attention.variant='ulysses', got 'ring'"):
     make_runtime(AttentionConfig(variant="ring", pipelined_projections=True),
-                 make_mesh(context=8))
+                 make_mesh(context=8), 16)

@@ -16,6 +16,8 @@ from harness import mesh_axes
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
+from harness.attention.types import AttentionPlan
+from harness.attention.types import KernelOptions
 
 
 def _gather_kv(k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, axis: str, packed: bool):
@@ -30,9 +32,10 @@ def _gather_kv(k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, axis: str, packed: bo
 
 
 def all_gather_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
-                         mesh: Mesh, kernel: str, packed_qkv: bool, kv_valid_len,
-                         kernel_options) -> jax.Array:
+                         mesh: Mesh, plan: AttentionPlan, kv_valid_len,
+                         kernel_options: KernelOptions | None) -> jax.Array:
   """Attention of sequence-sharded q against K/V all-gathered over 'context'."""
+  kernel, packed_qkv = plan.kernel, plan.packed_qkv
   context = mesh.shape[mesh_axes.CONTEXT]
   seq, seq_kv = q_BxSxHxD.shape[1], k_BxTxKxD.shape[1]
   q_BxSxHxD = padding.pad_seq(q_BxSxHxD, context)
@@ -41,10 +44,11 @@ def all_gather_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: 
   logging.info("attention all_gather kernel=%s size=%d packed_kv=%s: q %s, kv %s", kernel, context,
                packed_qkv, q_BxSxHxD.shape, k_BxTxKxD.shape)
 
+  attend = kernels.attend_fn(kernel, kernel_options)
+
   def local(q, k, v, valid_len):
     k_full, v_full = _gather_kv(k, v, mesh_axes.CONTEXT, packed_qkv)
-    return kernels.local_attention(q, k_full, v_full, kernel=kernel, kv_valid_len=valid_len,
-                                   options=kernel_options)
+    return attend(q, k_full, v_full, valid_len)
 
   out_BxSxHxD = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q_BxSxHxD,
                                    k_BxTxKxD, v_BxTxKxD, valid, kernel)

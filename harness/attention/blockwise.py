@@ -9,11 +9,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from harness.attention import kernels
+from harness.attention.types import KernelOptions
 
 
 def blockwise_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
-                        kv_valid_len, options: "kernels.KernelOptions") -> tuple[jax.Array, jax.Array]:
+                        kv_valid_len, options: KernelOptions) -> tuple[jax.Array, jax.Array]:
   """Attention output (q's dtype) and float32 lse_BxHxS; sequences need not divide the blocks."""
   b, s, h, d = q_BxSxHxD.shape
   t, kv_heads = k_BxTxKxD.shape[1], k_BxTxKxD.shape[2]

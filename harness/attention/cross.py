@@ -10,11 +10,12 @@ from harness import mesh_axes
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
+from harness.attention.types import KernelOptions
 
 
 def cross_attention(q_BxSxHxD: jax.Array, k_BxLxKxD: jax.Array, v_BxLxKxD: jax.Array, *,
                     mesh: Mesh, kernel: str = "xla", kv_valid_len=None,
-                    kernel_options=None) -> jax.Array:
+                    kernel_options: KernelOptions | None = None) -> jax.Array:
   """Each device attends its sequence block of q to the whole text; returns [B, S, H, D]."""
   if kernel not in kernels.KERNELS:
     raise ValueError(f"attention.kernel={kernel!r} is unknown; valid choices: "
@@ -25,11 +26,7 @@ def cross_attention(q_BxSxHxD: jax.Array, k_BxLxKxD: jax.Array, v_BxLxKxD: jax.A
                kernel, q_BxSxHxD.shape, context, k_BxLxKxD.shape)
   seq = q_BxSxHxD.shape[1]
   q_BxSxHxD = padding.pad_seq(q_BxSxHxD, context)
-
-  def local(q, k, v, valid):
-    return kernels.local_attention(q, k, v, kernel=kernel, kv_valid_len=valid,
-                                   options=kernel_options)
-
-  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, None, q_BxSxHxD, k_BxLxKxD, v_BxLxKxD,
+  attend = kernels.attend_fn(kernel, kernel_options)
+  out = layout.run_sharded(attend, mesh, mesh_axes.CONTEXT, None, q_BxSxHxD, k_BxLxKxD, v_BxLxKxD,
                            kv_valid_len, kernel)
   return out[:, :seq]

@@ -1,10 +1,15 @@
 """Reference attention: plain softmax over the global arrays, float32 logits and softmax."""
 from __future__ import annotations
 
+import logging
 import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from harness.attention.types import AttentionPlan
+from harness.attention.types import KernelOptions
 
 
 def dense_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
@@ -26,3 +31,12 @@ def dense_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.A
   if kv_valid_len is not None:
     out_BxSxHxD = jnp.where(jnp.asarray(kv_valid_len) > 0, out_BxSxHxD, 0.0)
   return out_BxSxHxD.astype(q_BxSxHxD.dtype)
+
+
+def dense_variant(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
+                  mesh: Mesh, plan: AttentionPlan, kv_valid_len,
+                  kernel_options: KernelOptions | None) -> jax.Array:
+  """`dense_attention` behind the variants' signature; the mesh and kernel play no part."""
+  del mesh, plan, kernel_options
+  logging.info("attention dense (reference): q %s, kv %s", q_BxSxHxD.shape, k_BxTxKxD.shape)
+  return dense_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len)

@@ -18,6 +18,8 @@ from harness.attention import heads as heads_lib
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
+from harness.attention.types import AttentionPlan
+from harness.attention.types import KernelOptions
 
 
 def _kv_per_device(k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, heads: int, context: int):
@@ -31,8 +33,10 @@ def _kv_per_device(k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, heads: int, conte
 
 
 def gspmd_heads_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
-                          mesh: Mesh, kernel: str, kv_valid_len, kernel_options) -> jax.Array:
+                          mesh: Mesh, plan: AttentionPlan, kv_valid_len,
+                          kernel_options: KernelOptions | None) -> jax.Array:
   """Attention on head shards of the full sequence; heads already validated against mesh.context."""
+  kernel = plan.kernel
   context = mesh.shape[mesh_axes.CONTEXT]
   heads = q_BxSxHxD.shape[2]
   padded_heads = heads_lib.padded_head_count(heads, context)
@@ -43,8 +47,7 @@ def gspmd_heads_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD:
                             for x in (k_BxTxKxD, v_BxTxKxD))
   logging.info("attention gspmd_heads kernel=%s: %d heads (padded %d) over context=%d, kv %s",
                kernel, heads, padded_heads, context, k_BxTxKxD.shape)
-  attend = lambda q, k, v, valid: kernels.local_attention(
-      q, k, v, kernel=kernel, kv_valid_len=valid, options=kernel_options)
+  attend = kernels.attend_fn(kernel, kernel_options)
   out_BxSxHxD = layout.run_sharded(attend, mesh, None, None, q_BxSxHxD, k_BxTxKxD, v_BxTxKxD,
                                    kv_valid_len, kernel, head_axes=mesh_axes.CONTEXT)
   return out_BxSxHxD[:, :, :heads]

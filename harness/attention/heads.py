@@ -20,43 +20,11 @@ Rules (see docs/attention.md):
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 
-Range = tuple[int, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class ChunkPlan:
-  """One head group: q heads [start, stop) of the padded heads and the kv heads it sends."""
-  start: int
-  stop: int
-  kv_index: tuple[int, ...]  # kv head for each slot of the slab; degree * kv_per_device slots.
-  kv_per_device: int
-
-  @property
-  def group(self) -> int:
-    """How many consecutive q heads on a device share one kv slot."""
-    return (self.stop - self.start) // len(self.kv_index)
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadPlan:
-  """How `heads` q heads and `kv_heads` kv heads travel through a Ulysses all-to-all of `degree`."""
-  heads: int
-  kv_heads: int
-  degree: int
-  padded_heads: int
-  chunks: tuple[ChunkPlan, ...]
-
-  @property
-  def ranges(self) -> tuple[Range, ...]:
-    return tuple((c.start, c.stop) for c in self.chunks)
-
-  @property
-  def kv_replicated(self) -> bool:
-    """Whether any kv head is sent more than once (GQA/MQA with groups split across devices)."""
-    return any(len(set(c.kv_index)) != len(c.kv_index) for c in self.chunks)
+from harness.attention.types import ChunkPlan
+from harness.attention.types import HeadPlan
+from harness.attention.types import Range
 
 
 def divisors(n: int) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Single-device attention kernels behind one dispatch: xla, blockwise, splash, cudnn.
+"""The table of single-device attention kernels (xla, blockwise, splash, cudnn) and its dispatch.
 
 Callers run these on local shards (inside `shard_map`); nothing here issues a collective.
 
@@ -17,38 +17,120 @@ import math
 import jax
 import jax.numpy as jnp
 
-KERNELS = ("xla", "blockwise", "splash", "cudnn")
+from harness.attention import blockwise
+from harness.attention import splash
+from harness.attention.types import AttendFn
+from harness.attention.types import KernelFn
+from harness.attention.types import KernelOptions
+from harness.attention.types import LseKernelFn
 
-# Kernels with a differentiable (out, lse) form, needed by log-sum-exp merges.
-LSE_KERNELS = ("xla", "blockwise", "splash")
 
-_PLATFORM_KERNELS = {
-    "cpu": ("xla", "blockwise"),
-    "gpu": ("xla", "blockwise", "cudnn"),
-    "rocm": ("xla", "blockwise"),
-    "tpu": ("xla", "blockwise", "splash"),
-}
+def _seq_lengths_B(kv_valid_len, batch: int) -> jax.Array:
+  return jnp.broadcast_to(jnp.asarray(kv_valid_len, jnp.int32), (batch,))
+
+
+def _zero_if_empty(out_BxSxHxD: jax.Array, kv_valid_len) -> jax.Array:
+  # jax.nn.dot_product_attention averages all values when every key is masked; we promise zeros.
+  if kv_valid_len is None or (isinstance(kv_valid_len, int) and kv_valid_len > 0):
+    return out_BxSxHxD
+  return jnp.where(jnp.asarray(kv_valid_len) > 0, out_BxSxHxD, jnp.zeros_like(out_BxSxHxD))
+
+
+def _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, implementation):
+  lengths_B = None if kv_valid_len is None else _seq_lengths_B(kv_valid_len, q_BxSxHxD.shape[0])
+  out_BxSxHxD = jax.nn.dot_product_attention(
+      q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, key_value_seq_lengths=lengths_B,
+      implementation=implementation)
+  return _zero_if_empty(out_BxSxHxD, kv_valid_len)
+
+
+def _cudnn_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len):
+  if q_BxSxHxD.dtype not in (jnp.bfloat16, jnp.float16):
+    raise ValueError(f"attention.kernel='cudnn' needs bfloat16 or float16 inputs, got "
+                     f"{q_BxSxHxD.dtype}; valid choices for this dtype: xla, blockwise")
+  return _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, "cudnn")
+
+
+def _xla_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len):
+  """Dense einsum attention that also returns the log-sum-exp; differentiable through both."""
+  b, s, h, d = q_BxSxHxD.shape
+  t, kv_heads = k_BxTxKxD.shape[1], k_BxTxKxD.shape[2]
+  q_BxSxKxGxD = q_BxSxHxD.reshape(b, s, kv_heads, h // kv_heads, d)
+  logits_BxKxGxSxT = jnp.einsum("bskgd,btkd->bkgst", q_BxSxKxGxD, k_BxTxKxD,
+                                preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
+  if kv_valid_len is not None:
+    valid_T = jnp.arange(t) < jnp.asarray(kv_valid_len, jnp.int32)
+    logits_BxKxGxSxT = jnp.where(valid_T, logits_BxKxGxSxT, -jnp.inf)
+  max_BxKxGxS = jax.lax.stop_gradient(jnp.max(logits_BxKxGxSxT, axis=-1))
+  # The shift only guards exp against overflow; a fully masked row keeps shift 0 to avoid inf-inf.
+  shift_BxKxGxS = jnp.where(jnp.isfinite(max_BxKxGxS), max_BxKxGxS, 0.0)
+  p_BxKxGxSxT = jnp.exp(logits_BxKxGxSxT - shift_BxKxGxS[..., None])
+  denom_BxKxGxS = jnp.sum(p_BxKxGxSxT, axis=-1)
+  nonempty_BxKxGxS = denom_BxKxGxS > 0
+  safe_denom_BxKxGxS = jnp.where(nonempty_BxKxGxS, denom_BxKxGxS, 1.0)
+  out_BxSxKxGxD = jnp.einsum("bkgst,btkd->bskgd", p_BxKxGxSxT.astype(v_BxTxKxD.dtype), v_BxTxKxD,
+                             preferred_element_type=jnp.float32)
+  out_BxSxKxGxD = out_BxSxKxGxD / jnp.moveaxis(safe_denom_BxKxGxS, -1, 1)[..., None]
+  lse_BxKxGxS = jnp.where(nonempty_BxKxGxS, shift_BxKxGxS + jnp.log(safe_denom_BxKxGxS), -jnp.inf)
+  return (out_BxSxKxGxD.reshape(b, s, h, d).astype(q_BxSxHxD.dtype),
+          lse_BxKxGxS.reshape(b, h, s))
+
+
+def _xla_kernel(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options):
+  del options
+  return _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, "xla")
+
+
+def _xla_kernel_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options):
+  del options
+  return _xla_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len)
+
+
+def _cudnn_kernel(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options):
+  del options
+  return _cudnn_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len)
+
+
+def _blockwise_kernel(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options):
+  out_BxSxHxD, _ = blockwise.blockwise_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len,
+                                                 options)
+  return out_BxSxHxD
+
+
+def _splash_kernel(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options):
+  return splash.splash_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
+                                 interpret=options.interpret)
+
+
+def _splash_kernel_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options):
+  return splash.splash_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
+                                     interpret=options.interpret)
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelOptions:
-  """Block sizes of the blockwise and splash kernels (splash backward sizes default to forward)."""
-  block_q: int = 512
-  block_kv: int = 512
-  block_kv_compute: int | None = None
-  block_q_dkv: int | None = None
-  block_kv_dkv: int | None = None
-  block_kv_dkv_compute: int | None = None
-  # Splash's fused dq/dk/dv kernel keeps one dq partial per KV block: 14 GiB of temporaries at
-  # 75,600 tokens x 5 heads x 128 (bf16) against 0.7 GiB for the separate dq kernel.
-  use_fused_bwd_kernel: bool = False
-  # Runs Pallas kernels (splash) in Python on any platform: slow, for numerics tests on CPU.
-  interpret: bool = False
+class Kernel:
+  """A local kernel: its function, its differentiable (out, lse) form if any, its platforms."""
+  fn: KernelFn
+  lse_fn: LseKernelFn | None  # needed by log-sum-exp merges (ring attention)
+  platforms: tuple[str, ...] | None  # None: every platform
+
+
+KERNEL_TABLE: dict[str, Kernel] = {
+    "xla": Kernel(_xla_kernel, _xla_kernel_lse, None),
+    "blockwise": Kernel(_blockwise_kernel, blockwise.blockwise_attention, None),
+    "splash": Kernel(_splash_kernel, _splash_kernel_lse, ("tpu",)),
+    "cudnn": Kernel(_cudnn_kernel, None, ("gpu",)),
+}
+
+KERNELS = tuple(KERNEL_TABLE)
+LSE_KERNELS = tuple(name for name, k in KERNEL_TABLE.items() if k.lse_fn is not None)
 
 
 def available_kernels(platform: str) -> tuple[str, ...]:
   """Kernels that can run (or AOT-compile) on `platform` ('cpu', 'gpu'/'cuda', 'rocm', 'tpu')."""
-  return _PLATFORM_KERNELS.get(_normalize_platform(platform), ("xla", "blockwise"))
+  platform = _normalize_platform(platform)
+  return tuple(name for name, k in KERNEL_TABLE.items()
+               if k.platforms is None or platform in k.platforms)
 
 
 def _normalize_platform(platform: str) -> str:
@@ -107,17 +189,7 @@ def local_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.A
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
   _check_valid_len(kv_valid_len, k_BxTxKxD.shape[1])
   _log_kernel(kernel, q_BxSxHxD, k_BxTxKxD, lse=False)
-  if kernel == "xla":
-    return _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, "xla")
-  if kernel == "cudnn":
-    return _cudnn_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len)
-  if kernel == "blockwise":
-    from harness.attention import blockwise  # pylint: disable=g-import-not-at-top
-    out, _ = blockwise.blockwise_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
-    return out
-  from harness.attention import splash  # pylint: disable=g-import-not-at-top
-  return splash.splash_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
-                                 interpret=options.interpret)
+  return KERNEL_TABLE[kernel].fn(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
 
 
 def local_attention_lse(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
@@ -129,62 +201,10 @@ def local_attention_lse(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: j
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
   _check_valid_len(kv_valid_len, k_BxTxKxD.shape[1])
   _log_kernel(kernel, q_BxSxHxD, k_BxTxKxD, lse=True)
-  if kernel == "xla":
-    return _xla_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len)
-  if kernel == "splash":
-    from harness.attention import splash  # pylint: disable=g-import-not-at-top
-    return splash.splash_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
-                                       interpret=options.interpret)
-  from harness.attention import blockwise  # pylint: disable=g-import-not-at-top
-  return blockwise.blockwise_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
+  return KERNEL_TABLE[kernel].lse_fn(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options)
 
 
-def _seq_lengths_B(kv_valid_len, batch: int) -> jax.Array:
-  return jnp.broadcast_to(jnp.asarray(kv_valid_len, jnp.int32), (batch,))
-
-
-def _zero_if_empty(out_BxSxHxD: jax.Array, kv_valid_len) -> jax.Array:
-  # jax.nn.dot_product_attention averages all values when every key is masked; we promise zeros.
-  if kv_valid_len is None or (isinstance(kv_valid_len, int) and kv_valid_len > 0):
-    return out_BxSxHxD
-  return jnp.where(jnp.asarray(kv_valid_len) > 0, out_BxSxHxD, jnp.zeros_like(out_BxSxHxD))
-
-
-def _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, implementation):
-  lengths_B = None if kv_valid_len is None else _seq_lengths_B(kv_valid_len, q_BxSxHxD.shape[0])
-  out_BxSxHxD = jax.nn.dot_product_attention(
-      q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, key_value_seq_lengths=lengths_B,
-      implementation=implementation)
-  return _zero_if_empty(out_BxSxHxD, kv_valid_len)
-
-
-def _cudnn_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len):
-  if q_BxSxHxD.dtype not in (jnp.bfloat16, jnp.float16):
-    raise ValueError(f"attention.kernel='cudnn' needs bfloat16 or float16 inputs, got "
-                     f"{q_BxSxHxD.dtype}; valid choices for this dtype: xla, blockwise")
-  return _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, "cudnn")
-
-
-def _xla_attention_lse(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len):
-  """Dense einsum attention that also returns the log-sum-exp; differentiable through both."""
-  b, s, h, d = q_BxSxHxD.shape
-  t, kv_heads = k_BxTxKxD.shape[1], k_BxTxKxD.shape[2]
-  q_BxSxKxGxD = q_BxSxHxD.reshape(b, s, kv_heads, h // kv_heads, d)
-  logits_BxKxGxSxT = jnp.einsum("bskgd,btkd->bkgst", q_BxSxKxGxD, k_BxTxKxD,
-                                preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
-  if kv_valid_len is not None:
-    valid_T = jnp.arange(t) < jnp.asarray(kv_valid_len, jnp.int32)
-    logits_BxKxGxSxT = jnp.where(valid_T, logits_BxKxGxSxT, -jnp.inf)
-  max_BxKxGxS = jax.lax.stop_gradient(jnp.max(logits_BxKxGxSxT, axis=-1))
-  # The shift only guards exp against overflow; a fully masked row keeps shift 0 to avoid inf-inf.
-  shift_BxKxGxS = jnp.where(jnp.isfinite(max_BxKxGxS), max_BxKxGxS, 0.0)
-  p_BxKxGxSxT = jnp.exp(logits_BxKxGxSxT - shift_BxKxGxS[..., None])
-  denom_BxKxGxS = jnp.sum(p_BxKxGxSxT, axis=-1)
-  nonempty_BxKxGxS = denom_BxKxGxS > 0
-  safe_denom_BxKxGxS = jnp.where(nonempty_BxKxGxS, denom_BxKxGxS, 1.0)
-  out_BxSxKxGxD = jnp.einsum("bkgst,btkd->bskgd", p_BxKxGxSxT.astype(v_BxTxKxD.dtype), v_BxTxKxD,
-                             preferred_element_type=jnp.float32)
-  out_BxSxKxGxD = out_BxSxKxGxD / jnp.moveaxis(safe_denom_BxKxGxS, -1, 1)[..., None]
-  lse_BxKxGxS = jnp.where(nonempty_BxKxGxS, shift_BxKxGxS + jnp.log(safe_denom_BxKxGxS), -jnp.inf)
-  return (out_BxSxKxGxD.reshape(b, s, h, d).astype(q_BxSxHxD.dtype),
-          lse_BxKxGxS.reshape(b, h, s))
+def attend_fn(kernel: str, options: KernelOptions | None) -> AttendFn:
+  """local_attention with the kernel and its options bound: attend(q, k, v, kv_valid_len)."""
+  return lambda q, k, v, valid: local_attention(q, k, v, kernel=kernel, kv_valid_len=valid,
+                                                options=options)

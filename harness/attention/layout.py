@@ -1,8 +1,6 @@
 """The one layout every variant uses: batch over ('data','fsdp'), sequence over the context axes."""
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
@@ -10,8 +8,7 @@ from jax.sharding import PartitionSpec as P
 
 from harness import mesh_axes
 from harness.attention import padding
-
-LocalFn = Callable[[jax.Array, jax.Array, jax.Array, object], jax.Array]
+from harness.attention.types import AttendFn
 
 # Pallas outputs carry no varying-axes type in jax 0.10.2, so shard_map's vma check rejects them.
 UNCHECKED_KERNELS = ("splash",)
@@ -31,7 +28,7 @@ def check_batch(batch: int, mesh: Mesh) -> None:
     raise ValueError(f"batch={batch} must be a multiple of mesh.data*mesh.fsdp={ways}")
 
 
-def run_sharded(local_fn: LocalFn, mesh: Mesh, q_seq_axes, kv_seq_axes, q_BxSxHxD: jax.Array,
+def run_sharded(local_fn: AttendFn, mesh: Mesh, q_seq_axes, kv_seq_axes, q_BxSxHxD: jax.Array,
                 k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, kv_valid_len,
                 kernel: str, head_axes=None) -> jax.Array:
   """Runs local_fn(q, k, v, kv_valid_len) on local shards; a traced kv_valid_len rides along."""

@@ -35,3 +35,14 @@ def valid_len_after_padding(kv_valid_len, seq_kv: int, padded_kv: int):
 
 def is_static(kv_valid_len) -> bool:
   return kv_valid_len is None or isinstance(kv_valid_len, int)
+
+
+def pad_inputs(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, seq_multiple: int,
+               padded_heads: int):
+  """Pads sequences to `seq_multiple` and q heads to `padded_heads`; returns the key mask too."""
+  seq_kv = k_BxTxKxD.shape[1]
+  q_BxSxHxD = pad_axis(pad_seq(q_BxSxHxD, seq_multiple), HEAD_AXIS, padded_heads)
+  k_BxTxKxD = pad_seq(k_BxTxKxD, seq_multiple)
+  v_BxTxKxD = pad_seq(v_BxTxKxD, seq_multiple)
+  valid = valid_len_after_padding(kv_valid_len, seq_kv, k_BxTxKxD.shape[1])
+  return q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, valid

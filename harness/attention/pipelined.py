@@ -24,7 +24,7 @@ harness.aot.pipelined_study` measures the hidden all-to-all time it buys and the
 from __future__ import annotations
 
 import functools
-from typing import Callable, Mapping
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,19 +33,21 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from harness import mesh_axes
-from harness.attention import api
+from harness.attention import collectives
 from harness.attention import heads as heads_lib
+from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
-from harness.attention import ulysses
+from harness.attention import planner
+from harness.attention.types import AttendFn
+from harness.attention.types import AttentionPlan
+from harness.attention.types import ChunkPlan
+from harness.attention.types import HeadPlan
+from harness.attention.types import KernelOptions
+from harness.attention.types import ProjectionWeights
 
-# wq, wk, wv, wo: Linear kernels [dim_in, dim_out]; bq, bk, bv, bo: biases [dim_out];
-# norm_q, norm_k: RMSNorm scales [dim]. Heads are the major part of every projected width.
-Weights = Mapping[str, jax.Array]
 # rotate(x_BxSxHxD, angles_SxP) -> x_BxSxHxD: a rotation of channel pairs (RoPE), linear in x.
 Rotate = Callable[[jax.Array, jax.Array], jax.Array]
-
-WEIGHT_NAMES = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "norm_q", "norm_k")
 
 
 def _dot(x_BxLxI: jax.Array, w_IxO: jax.Array, out_dtype=None) -> jax.Array:
@@ -54,7 +56,7 @@ def _dot(x_BxLxI: jax.Array, w_IxO: jax.Array, out_dtype=None) -> jax.Array:
                          preferred_element_type=out_dtype)
 
 
-def _real_columns(chunk: heads_lib.ChunkPlan, heads: int, head_dim: int) -> slice:
+def _real_columns(chunk: ChunkPlan, heads: int, head_dim: int) -> slice:
   """Projection columns of the chunk's real (unpadded) heads."""
   return slice(chunk.start * head_dim, min(chunk.stop, heads) * head_dim)
 
@@ -65,35 +67,28 @@ def _to_heads(y_BxLxF: jax.Array, size: int, head_dim: int) -> jax.Array:
   return padding.pad_axis(y_BxLxF.reshape(b, l, f // head_dim, head_dim), padding.HEAD_AXIS, size)
 
 
-def _project_group(x_BxLxD, angles_LxP, w: Weights, chunk, *, heads: int, head_dim: int, dtype,
-                   rotate: Rotate | None):
+def _project_group(x_BxLxD, angles_LxP, w: ProjectionWeights, chunk, *, heads: int,
+                   head_dim: int, dtype, rotate: Rotate | None):
   """A group's q, k (norm weight and RoPE on, 1/rms not yet), v, and q's and k's sums of squares."""
   cols = _real_columns(chunk, heads, head_dim)
   size = chunk.stop - chunk.start
   x = x_BxLxD.astype(dtype)
-  linear = lambda n: _dot(x, w["w" + n][:, cols].astype(dtype)) + w["b" + n][cols].astype(dtype)
+  linear = lambda w_IxO, b_O: _dot(x, w_IxO[:, cols].astype(dtype)) + b_O[cols].astype(dtype)
   normed, ssq = [], []
-  for n in ("q", "k"):
-    y_BxLxF = linear(n)
+  for w_IxO, b_O, norm_D in ((w.wq, w.bq, w.norm_q), (w.wk, w.bk, w.norm_k)):
+    y_BxLxF = linear(w_IxO, b_O)
     ssq.append(jnp.sum(jnp.square(y_BxLxF.astype(jnp.float32)), axis=-1))
     # q and k leave the norm in the model's compute dtype, as the model's RMSNorm does.
-    y_BxLxF = y_BxLxF * w["norm_" + n][cols].astype(dtype)
+    y_BxLxF = y_BxLxF * norm_D[cols].astype(dtype)
     y_BxLxNxD = _to_heads(y_BxLxF, size, head_dim)
     normed.append(y_BxLxNxD if angles_LxP is None else rotate(y_BxLxNxD, angles_LxP))
-  v_BxLxNxD = _to_heads(linear("v"), size, head_dim)
+  v_BxLxNxD = _to_heads(linear(w.wv, w.bv), size, head_dim)
   return normed[0], normed[1], v_BxLxNxD, ssq[0], ssq[1]
-
-
-def _seq_to_heads(x_BxLxNxD: jax.Array, axis: str, name: str) -> jax.Array:
-  """Sequence-sharded to head-sharded; heads are the second-to-last axis (stacked inputs too)."""
-  with jax.named_scope(f"all_to_all_{name}"):
-    return lax.all_to_all(x_BxLxNxD, axis, split_axis=x_BxLxNxD.ndim - 2, concat_axis=1,
-                          tiled=True)
 
 
 def _send(q_BxLxNxD, k_BxLxNxD, v_BxLxNxD, axis: str, packed_qkv: bool):
   """One group's q, k, v to head-sharded, full-sequence blocks: three all-to-alls or one."""
-  seq_to_heads = _seq_to_heads
+  seq_to_heads = collectives.seq_to_heads_token_major
   if not packed_qkv:
     return tuple(seq_to_heads(t, axis, n) for t, n in zip((q_BxLxNxD, k_BxLxNxD, v_BxLxNxD), "qkv"))
   qkv = seq_to_heads(jnp.stack([q_BxLxNxD, k_BxLxNxD, v_BxLxNxD], axis=2), axis, "qkv")
@@ -112,9 +107,9 @@ def _inverse_rms_all_tokens(ssq_q_BxL, ssq_k_BxL, dim: int, eps: float, axis: st
   return inv_BxSx1x2[:, :, 0, 0], inv_BxSx1x2[:, :, 0, 1]
 
 
-def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: heads_lib.HeadPlan,
+def pipelined_local(x_BxLxD, angles_LxP, w: ProjectionWeights, kv_valid_len, *, plan: HeadPlan,
                     head_dim: int, eps: float, dtype, rotate: Rotate | None, axis: str,
-                    attend: ulysses.AttendFn, packed_qkv: bool = False) -> jax.Array:
+                    attend: AttendFn, packed_qkv: bool = False) -> jax.Array:
   """Per-device body: x [B, L, dim] sequence-sharded over `axis` -> attention output [B, L, dim].
 
   Program order pairs each all-to-all with compute it does not depend on: group g is sent while
@@ -143,7 +138,7 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
       real_BxLxnxD = back[i][:, :, :(rows.stop - rows.start) // head_dim]
       b, l = real_BxLxnxD.shape[:2]
       part_BxLxD = _dot(real_BxLxnxD.reshape(b, l, -1).astype(dtype),
-                        w["wo"][rows].astype(dtype), jnp.float32)
+                        w.wo[rows].astype(dtype), jnp.float32)
       # Else XLA's simplifier merges the groups' products into one dot after the last
       # all-to-all, and the last group's output all-to-all has nothing left to hide under.
       parts.append(part_BxLxD if not parts else lax.optimization_barrier(parts.pop()) + part_BxLxD)
@@ -166,33 +161,35 @@ def pipelined_local(x_BxLxD, angles_LxP, w: Weights, kv_valid_len, *, plan: head
   for i in range(max(0, n - 2), n):
     project_out(i)
   total_BxLxD = parts[0]
-  return (total_BxLxD + w["bo"].astype(jnp.float32)).astype(dtype)
+  return (total_BxLxD + w.bo.astype(jnp.float32)).astype(dtype)
 
 
-def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, weights: Weights,
-                             *, num_heads: int, eps: float, dtype, rotate: Rotate | None,
-                             mesh: Mesh, num_chunks: int, kernel: str, pad_heads: bool = False,
-                             packed_qkv: bool = False, kernel_options=None,
-                             chunk_sizing: str = "larger_first") -> jax.Array:
-  """o(attention(rope(norm_q(q(x))), rope(norm_k(k(x))), v(x))) with Ulysses over 'context'."""
+def _check_plan_fits(plan: AttentionPlan, heads: int, context: int) -> None:
+  if (plan.variant, plan.heads, plan.kv_heads, plan.context) != ("ulysses", heads, heads, context):
+    raise ValueError(f"pipelined projections need a plan for variant 'ulysses' with heads="
+                     f"kv_heads={heads} and mesh.context={context}; got variant "
+                     f"{plan.variant!r}, heads={plan.heads}, kv_heads={plan.kv_heads}, "
+                     f"mesh.context={plan.context}")
+
+
+def planned_pipelined_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None,
+                                weights: ProjectionWeights, *, num_heads: int, eps: float, dtype,
+                                rotate: Rotate | None, mesh: Mesh, plan: AttentionPlan,
+                                kernel_options: KernelOptions | None = None) -> jax.Array:
+  """`pipelined_self_attention` with a plan made once by `planner.plan_attention`."""
   b, seq, dim = x_BxSxD.shape
   context = mesh.shape[mesh_axes.CONTEXT]
-  plan = api.validate(heads=num_heads, kv_heads=num_heads, context=context, variant="ulysses",
-                      num_chunks=num_chunks, kernel=kernel, packed_qkv=packed_qkv,
-                      pad_heads=pad_heads, chunk_sizing=chunk_sizing)
+  _check_plan_fits(plan, num_heads, context)
   layout.check_batch(b, mesh)
-  heads_lib.log_plan(plan, "ulysses (pipelined projections)", kernel)
+  kernel, head_plan = plan.kernel, plan.head_plan
+  heads_lib.log_plan(head_plan, "ulysses (pipelined projections)", kernel)
   x_BxSxD = padding.pad_seq(x_BxSxD, context)
   padded = x_BxSxD.shape[1]
   valid = None if padded == seq else seq
-  missing = [n for n in WEIGHT_NAMES if n not in weights]
-  if missing:
-    raise ValueError(f"pipelined projections need weights {WEIGHT_NAMES}; missing {missing}")
-  weights = {n: weights[n] for n in WEIGHT_NAMES}
   local = functools.partial(
-      pipelined_local, plan=plan, head_dim=dim // num_heads, eps=eps, dtype=jnp.dtype(dtype),
+      pipelined_local, plan=head_plan, head_dim=dim // num_heads, eps=eps, dtype=jnp.dtype(dtype),
       rotate=rotate, axis=mesh_axes.CONTEXT,
-      attend=ulysses.kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv)
+      attend=kernels.attend_fn(kernel, kernel_options), packed_qkv=plan.packed_qkv)
   x_spec = P(mesh_axes.BATCH_AXES, mesh_axes.CONTEXT, None)
   if angles_SxP is None:
     body = lambda x, w: local(x, None, w, valid)
@@ -204,3 +201,19 @@ def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None, w
   out = jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=x_spec,
                       check_vma=layout.check_vma(kernel))(*operands)
   return out[:, :seq]
+
+
+def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None,
+                             weights: ProjectionWeights, *, num_heads: int, eps: float, dtype,
+                             rotate: Rotate | None, mesh: Mesh, num_chunks: int, kernel: str,
+                             pad_heads: bool = False, packed_qkv: bool = False,
+                             kernel_options: KernelOptions | None = None,
+                             chunk_sizing: str = "larger_first") -> jax.Array:
+  """o(attention(rope(norm_q(q(x))), rope(norm_k(k(x))), v(x))) with Ulysses over 'context'."""
+  plan = planner.plan_attention(
+      heads=num_heads, kv_heads=num_heads, context=mesh.shape[mesh_axes.CONTEXT],
+      variant="ulysses", num_chunks=num_chunks, kernel=kernel, packed_qkv=packed_qkv,
+      pad_heads=pad_heads, chunk_sizing=chunk_sizing)
+  return planned_pipelined_attention(x_BxSxD, angles_SxP, weights, num_heads=num_heads, eps=eps,
+                                     dtype=dtype, rotate=rotate, mesh=mesh, plan=plan,
+                                     kernel_options=kernel_options)

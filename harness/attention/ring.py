@@ -4,6 +4,8 @@ The backward pass is JAX's autodiff of the unrolled ring (transposed ppermutes r
 """
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -12,7 +14,9 @@ from jax.sharding import Mesh
 from harness import mesh_axes
 from harness.attention import kernels
 from harness.attention import layout
-from harness.attention import ulysses
+from harness.attention import padding
+from harness.attention.types import AttentionPlan
+from harness.attention.types import KernelOptions
 
 
 def merge(out_a_BxSxHxD, lse_a_BxHxS, out_b_BxSxHxD, lse_b_BxHxS):
@@ -49,7 +53,7 @@ def _shift(kv: tuple[jax.Array, ...], axis: str, size: int, packed: bool):
 
 def ring_local(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, kv_valid_len,
                *, axis: str, size: int, kernel: str, packed_kv: bool,
-               kernel_options=None) -> jax.Array:
+               kernel_options: KernelOptions | None = None) -> jax.Array:
   """Per-device ring over `axis` of `size`; the local kv block is block axis_index of the ring."""
   index = lax.axis_index(axis)
   block = k_BxTxKxD.shape[1]
@@ -76,16 +80,18 @@ def collective_permutes(size: int, packed_kv: bool) -> int:
 
 
 def ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
-                   mesh: Mesh, kernel: str, packed_qkv: bool, kv_valid_len,
-                   kernel_options=None) -> jax.Array:
+                   mesh: Mesh, plan: AttentionPlan, kv_valid_len,
+                   kernel_options: KernelOptions | None) -> jax.Array:
   """Ring attention over 'context' on global arrays."""
   size = mesh.shape[mesh_axes.CONTEXT]
+  logging.info("attention ring kernel=%s size=%d packed_kv=%s: q %s, kv %s", plan.kernel, size,
+               plan.packed_qkv, q_BxSxHxD.shape, k_BxTxKxD.shape)
   seq = q_BxSxHxD.shape[1]
-  q, k, v, valid = ulysses.prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, size,
-                                   q_BxSxHxD.shape[2])
+  q, k, v, valid = padding.pad_inputs(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, size,
+                                      q_BxSxHxD.shape[2])
   local = lambda q, k, v, valid: ring_local(q, k, v, valid, axis=mesh_axes.CONTEXT, size=size,
-                                            kernel=kernel, packed_kv=packed_qkv,
+                                            kernel=plan.kernel, packed_kv=plan.packed_qkv,
                                             kernel_options=kernel_options)
   out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid,
-                           kernel)
+                           plan.kernel)
   return out[:, :seq]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_lib
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
 
-from harness.attention import kernels
+from harness.attention.types import KernelOptions
 from harness.attention import splash_lse
 
 _LANES = 128
@@ -29,7 +29,7 @@ def _block(requested: int | None, default: int, seq: int, binding: str) -> int:
   return min(block, _round_up(seq, _LANES))
 
 
-def block_sizes(options: "kernels.KernelOptions", seq_q: int, seq_kv: int):
+def block_sizes(options: KernelOptions, seq_q: int, seq_kv: int):
   """Splash BlockSizes for these sequence lengths, and the padded lengths they divide."""
   block_q = _block(options.block_q, 512, seq_q, "block_q")
   block_kv = _block(options.block_kv, 512, seq_kv, "block_kv")
@@ -98,7 +98,7 @@ def _vmapped(fn, operands, kernel=None):
 
 
 def splash_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
-                     kv_valid_len, options: "kernels.KernelOptions",
+                     kv_valid_len, options: KernelOptions,
                      interpret: bool = False) -> jax.Array:
   """Splash attention (MHA, GQA, or MQA when K == 1); `interpret` runs the kernel in Python."""
   s = q_BxSxHxD.shape[1]
@@ -111,7 +111,7 @@ def splash_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.
 
 
 def splash_attention_lse(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
-                         kv_valid_len, options: "kernels.KernelOptions",
+                         kv_valid_len, options: KernelOptions,
                          interpret: bool = False) -> tuple[jax.Array, jax.Array]:
   """Splash attention and its float32 lse_BxHxS (-inf where every key is masked)."""
   s = q_BxSxHxD.shape[1]

@@ -6,73 +6,22 @@ all-to-alls before group i's attention so that a latency-hiding scheduler may ru
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.sharding import Mesh
 
 from harness import mesh_axes
+from harness.attention import collectives
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
-
-# attend(q_BxSxhxD, k_BxSxmxD, v_BxSxmxD, kv_valid_len) on the full sequence of a head group.
-AttendFn = Callable[[jax.Array, jax.Array, jax.Array, object], jax.Array]
-
-
-def _exchange_rows(rows_RxSxD: jax.Array, axis: str) -> jax.Array:
-  """Block j of the major axis to device j; arrivals stacked on the major axis in source order.
-
-  Split and concatenation both on the major axis: the transfer moves contiguous blocks and the
-  reordering around it is an explicit transpose that XLA can fuse with its neighbours, where a
-  split and concatenation on different axes makes XLA relayout operands into thin tiles.
-  """
-  return lax.all_to_all(rows_RxSxD, axis, split_axis=0, concat_axis=0, tiled=True)
-
-
-def _seq_to_heads(x_Nx___xSxD: jax.Array, axis: str, name: str) -> jax.Array:
-  """Sequence-sharded to head-sharded. Heads lead; everything but the sequence and head_dim is
-  merged into one major row axis, so each device's part is one contiguous block and the local
-  batch (the CFG pair) never lands in the minor tile, where TPU layouts would pad it."""
-  *lead, seq, d = x_Nx___xSxD.shape
-  degree = lax.axis_size(axis)
-  with jax.named_scope(f"all_to_all_{name}"):
-    rows_RxSxD = _exchange_rows(x_Nx___xSxD.reshape(-1, seq, d), axis)
-  rows_CxrxSxD = rows_RxSxD.reshape(degree, -1, seq, d).transpose(1, 0, 2, 3)
-  return rows_CxrxSxD.reshape(-1, *lead[1:], degree * seq, d)
-
-
-def _heads_to_seq(x_nx___xSxD: jax.Array, axis: str, name: str = "out") -> jax.Array:
-  """Head-sharded back to sequence-sharded, with the same merged major rows."""
-  *lead, seq, d = x_nx___xSxD.shape
-  degree = lax.axis_size(axis)
-  rows_CxrxsxD = x_nx___xSxD.reshape(-1, degree, seq // degree, d).transpose(1, 0, 2, 3)
-  with jax.named_scope(f"all_to_all_{name}"):
-    rows_RxsxD = _exchange_rows(rows_CxrxsxD.reshape(-1, seq // degree, d), axis)
-  return rows_RxsxD.reshape(-1, *lead[1:], seq // degree, d)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _send_grouped(kv_Nx2xBxSxD: jax.Array, axis: str, group: int) -> jax.Array:
-  """Sends every group-th kv head and repeats it on arrival; see heads.py for the backward."""
-  sent = _seq_to_heads(kv_Nx2xBxSxD[::group], axis, "kv")
-  return jnp.repeat(sent, group, axis=0)
-
-
-def _send_grouped_fwd(kv_Nx2xBxSxD, axis, group):
-  return _send_grouped(kv_Nx2xBxSxD, axis, group), None
-
-
-def _send_grouped_bwd(axis, group, _, ct_nx2xBxSxD):
-  # One gradient per q head, as if each had its own kv head; the caller sums each group later.
-  del group
-  return (_heads_to_seq(ct_nx2xBxSxD, axis, "kv_grad"),)
-
-
-_send_grouped.defvjp(_send_grouped_fwd, _send_grouped_bwd)
+from harness.attention.types import AttendFn
+from harness.attention.types import AttentionPlan
+from harness.attention.types import ChunkPlan
+from harness.attention.types import HeadPlan
+from harness.attention.types import KernelOptions
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -99,19 +48,19 @@ def _repeat_heads_bwd(group, _, ct_BxSxHxD):
 _repeat_heads.defvjp(_repeat_heads_fwd, _repeat_heads_bwd)
 
 
-def packed_mode(chunk: heads_lib.ChunkPlan) -> str:
+def packed_mode(chunk: ChunkPlan) -> str:
   """'qkv' when q and kv slabs have one shape (one all-to-all), else 'kv' (q sent apart)."""
   return "qkv" if chunk.group == 1 else "kv"
 
 
-def all_to_alls_per_chunk(plan: heads_lib.HeadPlan, packed_qkv: bool) -> tuple[int, ...]:
+def all_to_alls_per_chunk(plan: HeadPlan, packed_qkv: bool) -> tuple[int, ...]:
   """All-to-alls a forward pass issues per chunk: 4, or 2 (packed q,k,v) / 3 (packed k,v)."""
   if not packed_qkv:
     return tuple(4 for _ in plan.chunks)
   return tuple(2 if packed_mode(c) == "qkv" else 3 for c in plan.chunks)
 
 
-def _slices(chunk: heads_lib.ChunkPlan, *xs_HxBxSxD: jax.Array) -> tuple[jax.Array, ...]:
+def _slices(chunk: ChunkPlan, *xs_HxBxSxD: jax.Array) -> tuple[jax.Array, ...]:
   """One head group of each array: a contiguous block of the major axis."""
   return tuple(x[chunk.start:chunk.stop] for x in xs_HxBxSxD)
 
@@ -119,19 +68,19 @@ def _slices(chunk: heads_lib.ChunkPlan, *xs_HxBxSxD: jax.Array) -> tuple[jax.Arr
 def _send(q_c, k_c, v_c, group: int, axis: str, packed_qkv: bool):
   """All-to-alls one head group's q, k, v (n x B x S/D x D each) to full-sequence blocks."""
   if group > 1 and not packed_qkv:
-    return (_seq_to_heads(q_c, axis, "q"), _send_grouped(k_c, axis, group),
-            _send_grouped(v_c, axis, group))
+    return (collectives.seq_to_heads(q_c, axis, "q"), collectives.send_grouped(k_c, axis, group),
+            collectives.send_grouped(v_c, axis, group))
   if group > 1:
-    kv = _send_grouped(jnp.stack([k_c, v_c], axis=1), axis, group)
-    return _seq_to_heads(q_c, axis, "q"), kv[:, 0], kv[:, 1]
+    kv = collectives.send_grouped(jnp.stack([k_c, v_c], axis=1), axis, group)
+    return collectives.seq_to_heads(q_c, axis, "q"), kv[:, 0], kv[:, 1]
   if not packed_qkv:
-    return (_seq_to_heads(q_c, axis, "q"), _seq_to_heads(k_c, axis, "k"),
-            _seq_to_heads(v_c, axis, "v"))
-  qkv = _seq_to_heads(jnp.stack([q_c, k_c, v_c], axis=1), axis, "qkv")
+    return (collectives.seq_to_heads(q_c, axis, "q"), collectives.seq_to_heads(k_c, axis, "k"),
+            collectives.seq_to_heads(v_c, axis, "v"))
+  qkv = collectives.seq_to_heads(jnp.stack([q_c, k_c, v_c], axis=1), axis, "qkv")
   return qkv[:, 0], qkv[:, 1], qkv[:, 2]
 
 
-def _per_q_head(x_BxSxKxD: jax.Array, plan: heads_lib.HeadPlan) -> jax.Array:
+def _per_q_head(x_BxSxKxD: jax.Array, plan: HeadPlan) -> jax.Array:
   """One kv head per (padded) q head: a local copy for GQA whose transpose sums each group once."""
   if plan.kv_heads < plan.heads:
     x_BxSxKxD = _repeat_heads(x_BxSxKxD, plan.heads // plan.kv_heads)
@@ -154,7 +103,7 @@ def _attend_folded(attend: AttendFn, q_hxBxSxD, k_hxBxSxD, v_hxBxSxD, kv_valid_l
 
 
 def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array,
-                  kv_valid_len, *, plan: heads_lib.HeadPlan, axis: str, attend: AttendFn,
+                  kv_valid_len, *, plan: HeadPlan, axis: str, attend: AttendFn,
                   packed_qkv: bool) -> jax.Array:
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
   # Heads-major once: XLA fuses this transpose with each group's slice (one copy a group) where
@@ -174,42 +123,24 @@ def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Arr
     with jax.named_scope(f"ulysses_chunk{i}"):
       with jax.named_scope("attention"):
         out_hxBxSxD = _attend_folded(attend, *current, kv_valid_len)
-      outs.append(_heads_to_seq(out_hxBxSxD, axis))
+      outs.append(collectives.heads_to_seq(out_hxBxSxD, axis))
   out_HxBxSxD = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
   return out_HxBxSxD[:plan.heads].transpose(1, 2, 0, 3)
 
 
-def kernel_attend(kernel: str, kernel_options) -> AttendFn:
-  return lambda q, k, v, valid: kernels.local_attention(
-      q, k, v, kernel=kernel, kv_valid_len=valid, options=kernel_options)
-
-
-def prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, seq_multiple: int, padded_heads: int):
-  """Pads sequences to `seq_multiple` and q heads to `padded_heads`; returns the key mask too."""
-  seq_kv = k_BxTxKxD.shape[1]
-  q_BxSxHxD = padding.pad_axis(padding.pad_seq(q_BxSxHxD, seq_multiple), padding.HEAD_AXIS,
-                               padded_heads)
-  k_BxTxKxD = padding.pad_seq(k_BxTxKxD, seq_multiple)
-  v_BxTxKxD = padding.pad_seq(v_BxTxKxD, seq_multiple)
-  valid = padding.valid_len_after_padding(kv_valid_len, seq_kv, k_BxTxKxD.shape[1])
-  return q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, valid
-
-
 def ulysses_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
-                      mesh: Mesh, num_chunks: int, kernel: str, packed_qkv: bool,
-                      kv_valid_len, kernel_options,
-                      chunk_sizing: str = "larger_first") -> jax.Array:
-  """Ulysses over 'context' on global arrays; chunk counts already validated."""
+                      mesh: Mesh, plan: AttentionPlan, kv_valid_len,
+                      kernel_options: KernelOptions | None) -> jax.Array:
+  """Ulysses over 'context' on global arrays, heads grouped as plan.head_plan says."""
   degree = mesh.shape[mesh_axes.CONTEXT]
-  heads, kv_heads = q_BxSxHxD.shape[2], k_BxTxKxD.shape[2]
-  plan = heads_lib.plan_heads(heads, kv_heads, degree, num_chunks, chunk_sizing)
-  heads_lib.log_plan(plan, "ulysses", kernel)
+  head_plan = plan.head_plan
+  heads_lib.log_plan(head_plan, "ulysses", plan.kernel)
   seq = q_BxSxHxD.shape[1]
-  q, k, v, valid = prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, degree,
-                           plan.padded_heads)
+  q, k, v, valid = padding.pad_inputs(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, degree,
+                                      head_plan.padded_heads)
   local = lambda q, k, v, valid: ulysses_local(
-      q, k, v, valid, plan=plan, axis=mesh_axes.CONTEXT,
-      attend=kernel_attend(kernel, kernel_options), packed_qkv=packed_qkv)
+      q, k, v, valid, plan=head_plan, axis=mesh_axes.CONTEXT,
+      attend=kernels.attend_fn(plan.kernel, kernel_options), packed_qkv=plan.packed_qkv)
   out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid,
-                           kernel)
+                           plan.kernel)
   return out[:, :seq]

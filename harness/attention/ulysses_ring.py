@@ -12,8 +12,11 @@ from jax.sharding import Mesh
 from harness import mesh_axes
 from harness.attention import heads as heads_lib
 from harness.attention import layout
+from harness.attention import padding
 from harness.attention import ring
 from harness.attention import ulysses
+from harness.attention.types import AttentionPlan
+from harness.attention.types import KernelOptions
 
 RING = "ring"
 ULYSSES = "ulysses"
@@ -30,26 +33,25 @@ def split_context_mesh(mesh: Mesh, ulysses_degree: int) -> Mesh:
 
 
 def ulysses_ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
-                           mesh: Mesh, ulysses_degree: int, num_chunks: int, kernel: str,
-                           packed_qkv: bool, kv_valid_len, kernel_options=None,
-                           chunk_sizing: str = "larger_first") -> jax.Array:
+                           mesh: Mesh, plan: AttentionPlan, kv_valid_len,
+                           kernel_options: KernelOptions | None) -> jax.Array:
   """Head-chunked Ulysses over the inner factor, ring over the outer factor of 'context'."""
   if tuple(mesh.axis_names) != mesh_axes.AXES:
     raise ValueError(f"mesh axes must be {mesh_axes.AXES}, got {mesh.axis_names}")
+  ulysses_degree, kernel, packed_qkv = plan.ulysses_degree, plan.kernel, plan.packed_qkv
   ring_size = mesh.shape[mesh_axes.CONTEXT] // ulysses_degree
   private = split_context_mesh(mesh, ulysses_degree)
-  heads, kv_heads = q_BxSxHxD.shape[2], k_BxTxKxD.shape[2]
-  plan = heads_lib.plan_heads(heads, kv_heads, ulysses_degree, num_chunks, chunk_sizing)
-  heads_lib.log_plan(plan, f"ulysses_ring(ring={ring_size})", kernel)
+  head_plan = plan.head_plan
+  heads_lib.log_plan(head_plan, f"ulysses_ring(ring={ring_size})", kernel)
   seq = q_BxSxHxD.shape[1]
-  q, k, v, valid = ulysses.prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len,
-                                   ring_size * ulysses_degree, plan.padded_heads)
+  q, k, v, valid = padding.pad_inputs(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len,
+                                      ring_size * ulysses_degree, head_plan.padded_heads)
 
   def attend(q_c, k_c, v_c, valid_c):
     return ring.ring_local(q_c, k_c, v_c, valid_c, axis=RING, size=ring_size, kernel=kernel,
                            packed_kv=packed_qkv, kernel_options=kernel_options)
 
   local = lambda q, k, v, valid: ulysses.ulysses_local(
-      q, k, v, valid, plan=plan, axis=ULYSSES, attend=attend, packed_qkv=packed_qkv)
+      q, k, v, valid, plan=head_plan, axis=ULYSSES, attend=attend, packed_qkv=packed_qkv)
   out = layout.run_sharded(local, private, SEQ_AXES, SEQ_AXES, q, k, v, valid, kernel)
   return out[:, :seq]

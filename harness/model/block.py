@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from harness.attention.types import ProjectionWeights
 from harness.model.config import DiTConfig
 from harness.model.embed import Mlp, _linear, gelu_tanh
 from harness.model.rope import apply_rope
@@ -39,13 +40,12 @@ class Attention(nnx.Module):
                                param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
     self.norm_q, self.norm_k = norm(), norm()
 
-  def projection_weights(self) -> dict[str, jnp.ndarray]:
+  def projection_weights(self) -> ProjectionWeights:
     """q/k/v/o kernels and biases and the q/k norm scales, as pipelined projections take them."""
-    weights = {"norm_q": self.norm_q.scale[...], "norm_k": self.norm_k.scale[...]}
-    for name in ("q", "k", "v", "o"):
-      linear = getattr(self, name)
-      weights["w" + name], weights["b" + name] = linear.kernel[...], linear.bias[...]
-    return weights
+    return ProjectionWeights(
+        wq=self.q.kernel[...], bq=self.q.bias[...], wk=self.k.kernel[...], bk=self.k.bias[...],
+        wv=self.v.kernel[...], bv=self.v.bias[...], wo=self.o.kernel[...], bo=self.o.bias[...],
+        norm_q=self.norm_q.scale[...], norm_k=self.norm_k.scale[...])
 
   def __call__(self, x_BxSxD, ctx_BxTxD, attend: AttendFn, angles_SxP=None, projected=None):
     if projected is not None:
