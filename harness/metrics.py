@@ -9,6 +9,7 @@ import pathlib
 from typing import Any
 
 import numpy as np
+from tensorboardX import SummaryWriter  # TF-free event writer
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,6 @@ class MetricsWriter:
     self._jsonl = None
     self._tb = None
     if enabled:
-      from tensorboardX import SummaryWriter  # TF-free event writer
       run_dir.mkdir(parents=True, exist_ok=True)
       self._tb = SummaryWriter(str(run_dir / "tensorboard"))
     if resume_step is not None:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from tqdm import tqdm
 
 from harness import diffusion
 from harness.checkpoint import Checkpointer
@@ -85,7 +86,6 @@ def progress_bar(total: int, initial: int, desc: str, enabled: bool):
   """A tqdm bar on a terminal of process 0, else None."""
   if not (enabled and sys.stderr.isatty() and jax.process_index() == 0):
     return None
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top  # only on a terminal
   return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
 

@@ -8,7 +8,9 @@ markdown table `bench.md` with each figure, its spread and its target.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -70,12 +72,11 @@ def _run_script(name: str, argv: tuple[str, ...], parts: pathlib.Path) -> dict:
 
 
 def machine() -> dict[str, Any]:
-  import jax  # pylint: disable=import-outside-toplevel
   cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
               if ln.startswith("model name")), platform.processor()) if os.path.exists(
                   "/proc/cpuinfo") else platform.processor()
   return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-          "jax": jax.__version__, "platform": platform.platform()}
+          "jax": importlib.metadata.version("jax"), "platform": platform.platform()}
 
 
 def run_bench(spec: Bench, results_dir: str, only: str | None = None,
@@ -151,7 +152,6 @@ def update_readme(results_dir: str, readme: str) -> None:
 
 
 def main(argv=None) -> int:
-  import argparse  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(prog="python -m launch.bench",
                                    description="Write bench.json's table into the README.")
   parser.add_argument("results_dir", help="folder holding bench.json (e.g. results/bench)")

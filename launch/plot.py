@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and TPU VMs have no display
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
+from tensorboardX import SummaryWriter  # noqa: E402
 
 from launch.table import Group, Row  # noqa: E402
 
@@ -92,7 +93,6 @@ def figure(groups: Sequence[Group], title: str = "") -> plt.Figure:
 
 def write(groups: Sequence[Group], results_dir: pathlib.Path, title: str = "") -> pathlib.Path:
   """Saves report.png and logs the figure under results_dir/tensorboard."""
-  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
   fig = figure(groups, title)
   png = results_dir / "report.png"
   fig.savefig(png, dpi=DPI)

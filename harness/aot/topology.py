@@ -8,6 +8,8 @@ import os
 import re
 from typing import Any
 
+from jax.experimental import topologies
+
 from harness.aot.hardware import Hardware, hardware_for
 from harness.aot.native_stderr import quiet_libtpu
 
@@ -89,7 +91,6 @@ def get_topology(name: str) -> Topology:
   # Compiling for a topology opens no TPU; without this, libtpu's lock file makes a second process
   # loading it at the same time (parallel tests, a sweep) fail.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   canonical = f"{generation}:{'x'.join(str(d) for d in dims)}"
   try:
     with quiet_libtpu():  # libtpu loads here and complains that this is no TPU VM
