@@ -50,7 +50,7 @@ def _leaves(tree) -> list:
 
 
 def estimate(name: str, operands, out_shape, metadata) -> pl.CostEstimate | None:
-  """The estimate of one splash kernel call; None when its operands are not splash's known layout."""
+  """One splash kernel call's estimate; None unless its operands are in splash's known layout."""
   layouts = json.loads((metadata or {}).get("xprof_metadata", "{}"))
   if any(layouts.get(f"{t}_layout", _HEAD_DIM_MINOR) != _HEAD_DIM_MINOR for t in "qkv"):
     return None
