@@ -52,6 +52,7 @@ def main(argv=None) -> dict:
   gains = gain.gains_by_chunks(plain)
   result.update({
       "aot_hidden_under_attention_fraction": per_c(plain, "hidden_under_attention_fraction"),
+      "aot_layout_bytes": per_c(plain, "layout_bytes"),
       "aot_predicted_step_s_bounds": per_c(plain, "predicted_step_s_bounds"),
       "aot_predicted_gain": {str(c): g.total for c, g in gains.items()},
       "aot_gain_bounds": {str(c): list(g.bounds) for c, g in gains.items()},

@@ -1,5 +1,6 @@
 """Splash attention: numerics in Pallas interpret mode on CPU, and a real TPU compile ahead of time."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -26,6 +27,12 @@ CASES = [
 ]
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 _TPU_KERNEL_CALL = 'custom_call_target="tpu_custom_call"'
+_COST_ESTIMATE = re.compile(r'"cost_estimate":\{"flops":"(\d+)","transcendentals":"(\d+)"')
+
+
+def _cost_estimates(text: str) -> list[tuple[int, int]]:
+  """(flops, transcendentals) of each Pallas kernel call's cost estimate in a compiled module."""
+  return [(int(f), int(t)) for f, t in _COST_ESTIMATE.findall(text)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -86,8 +93,12 @@ def test_splash_compiles_for_tpu(tpu_mesh, kv_heads):
     return kernels.local_attention(q, k, v, kernel="splash", kv_valid_len=300,
                                    options=kernels.KernelOptions(block_q=128, block_kv=128))
 
-  compiled = _compile_for_tpu(tpu_mesh, attention, kv_heads)
-  assert compiled.as_text().count(_TPU_KERNEL_CALL) == 1
+  text = _compile_for_tpu(tpu_mesh, attention, kv_heads).as_text()
+  assert text.count(_TPU_KERNEL_CALL) == 1
+  # The kernel tells XLA's scheduler its cost (splash_cost.py): per device 2 batch x 8 q heads,
+  # 384 x 384 padded logits, QK^T and PV at 2 FLOPs a multiply-add, one exp a logit.
+  logits = 2 * 8 * 384 * 384
+  assert _cost_estimates(text) == [(logits * 4 * 128, logits)]
 
 
 @pytest.mark.parametrize("fused,kernel_calls", [(False, 3), (True, 2)], ids=["dq_apart", "fused"])
@@ -130,6 +141,9 @@ def test_ulysses_ring_splash_compiles_for_tpu(tpu_mesh, num_chunks):
   # Ring of 2 inside each head group: 2 forward kernels a group; the backward adds dq and dkv.
   assert forward.count(_TPU_KERNEL_CALL) == 2 * num_chunks
   assert backward.count(_TPU_KERNEL_CALL) == 6 * num_chunks
+  # Every kernel, the log-sum-exp path's backward included, carries a cost estimate.
+  assert len(_cost_estimates(forward)) == 2 * num_chunks
+  assert len(_cost_estimates(backward)) == 6 * num_chunks
 
 
 def test_cudnn_unavailable_on_tpu(tpu_mesh):

@@ -1,8 +1,7 @@
 """The Ulysses all-to-alls: sequence-sharded to head-sharded and back, inside a shard_map.
 
-Two layouts. Heads-major (`seq_to_heads`, `heads_to_seq`, `send_grouped`; ulysses.py): heads
-lead and every axis but the sequence and head_dim is merged into one major row axis.
-Token-major (`seq_to_heads_token_major`; pipelined.py): [B, L, N, D] as the projections leave it.
+Heads-major: heads lead and every axis but the sequence and head_dim is merged into one major
+row axis (ulysses.py and pipelined.py both send this way).
 `axis` is the shard_map mesh axis the exchange runs over; `name` labels the named scope
 `all_to_all_{name}` that HLO tests and trace analysis read.
 """
@@ -13,6 +12,12 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+
+def heads_major(x_BxSxHxD: jax.Array) -> jax.Array:
+  """Heads major, sequence x head_dim minor: a head group is one contiguous block and the local
+  batch (the CFG pair) stays out of the minor tile, where TPU layouts would pad it."""
+  return x_BxSxHxD.transpose(2, 0, 1, 3)
 
 
 def exchange_rows(rows_RxSxD: jax.Array, axis: str) -> jax.Array:
@@ -65,10 +70,3 @@ def _send_grouped_bwd(axis, group, _, ct_nx2xBxSxD):
 
 
 send_grouped.defvjp(_send_grouped_fwd, _send_grouped_bwd)
-
-
-def seq_to_heads_token_major(x_BxLxNxD: jax.Array, axis: str, name: str) -> jax.Array:
-  """Sequence-sharded to head-sharded; heads are the second-to-last axis (stacked inputs too)."""
-  with jax.named_scope(f"all_to_all_{name}"):
-    return lax.all_to_all(x_BxLxNxD, axis, split_axis=x_BxLxNxD.ndim - 2, concat_axis=1,
-                          tiled=True)

@@ -39,6 +39,7 @@ from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
 from harness.attention import planner
+from harness.attention import ulysses
 from harness.attention.types import AttendFn
 from harness.attention.types import AttentionPlan
 from harness.attention.types import ChunkPlan
@@ -87,12 +88,13 @@ def _project_group(x_BxLxD, angles_LxP, w: ProjectionWeights, chunk, *, heads: i
 
 
 def _send(q_BxLxNxD, k_BxLxNxD, v_BxLxNxD, axis: str, packed_qkv: bool):
-  """One group's q, k, v to head-sharded, full-sequence blocks: three all-to-alls or one."""
-  seq_to_heads = collectives.seq_to_heads_token_major
+  """One group's q, k, v to head-sharded, full-sequence n x B x S x D blocks: three all-to-alls
+  or one. Heads-major sends with the batch kept out of the minor tile, as ulysses.py's exchange."""
+  qkv_NxBxLxD = [collectives.heads_major(t) for t in (q_BxLxNxD, k_BxLxNxD, v_BxLxNxD)]
   if not packed_qkv:
-    return tuple(seq_to_heads(t, axis, n) for t, n in zip((q_BxLxNxD, k_BxLxNxD, v_BxLxNxD), "qkv"))
-  qkv = seq_to_heads(jnp.stack([q_BxLxNxD, k_BxLxNxD, v_BxLxNxD], axis=2), axis, "qkv")
-  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    return tuple(collectives.seq_to_heads(t, axis, n) for t, n in zip(qkv_NxBxLxD, "qkv"))
+  qkv = collectives.seq_to_heads(jnp.stack(qkv_NxBxLxD, axis=1), axis, "qkv")
+  return qkv[:, 0], qkv[:, 1], qkv[:, 2]
 
 
 def _inverse_rms_all_tokens(ssq_q_BxL, ssq_k_BxL, dim: int, eps: float, axis: str):
@@ -126,11 +128,12 @@ def pipelined_local(x_BxLxD, angles_LxP, w: ProjectionWeights, kv_valid_len, *, 
                             head_dim=head_dim, dtype=dtype, rotate=rotate)
 
   def attention(i):
-    q, k, v = sent[i]
+    q_nxBxSxD, k_nxBxSxD, v_nxBxSxD = sent[i]
     with chunk_scope(i), jax.named_scope("attention"):
-      q = q * inv_q_BxS[:, :, None, None].astype(q.dtype)
-      k = k * inv_k_BxS[:, :, None, None].astype(k.dtype)
-      return attend(q, k, v, kv_valid_len)
+      q_nxBxSxD = q_nxBxSxD * inv_q_BxS[None, :, :, None].astype(q_nxBxSxD.dtype)
+      k_nxBxSxD = k_nxBxSxD * inv_k_BxS[None, :, :, None].astype(k_nxBxSxD.dtype)
+      return ulysses.attend_folded(
+          attend, q_nxBxSxD, k_nxBxSxD, v_nxBxSxD, kv_valid_len)
 
   def project_out(i):
     rows = _real_columns(plan.chunks[i], heads, head_dim)
@@ -153,11 +156,12 @@ def pipelined_local(x_BxLxD, angles_LxP, w: ProjectionWeights, kv_valid_len, *, 
   ssq_k = functools.reduce(lambda a, b: a + b, [p[4] for p in projected])
   inv_q_BxS, inv_k_BxS = _inverse_rms_all_tokens(ssq_q, ssq_k, dim, eps, axis)
   for i in range(n):
-    out_BxSxnxD = attention(i)
+    out_nxBxSxD = attention(i)
     if i >= 2:
       project_out(i - 2)
-    with chunk_scope(i), jax.named_scope("all_to_all_out"):
-      back.append(lax.all_to_all(out_BxSxnxD, axis, split_axis=1, concat_axis=2, tiled=True))
+    with chunk_scope(i):
+      out_NxBxLxD = collectives.heads_to_seq(out_nxBxSxD, axis)
+      back.append(out_NxBxLxD.transpose(1, 2, 0, 3))
   for i in range(max(0, n - 2), n):
     project_out(i)
   total_BxLxD = parts[0]

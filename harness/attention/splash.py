@@ -11,8 +11,9 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_lib
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
 
-from harness.attention.types import KernelOptions
+from harness.attention import splash_cost
 from harness.attention import splash_lse
+from harness.attention.types import KernelOptions
 
 _LANES = 128
 
@@ -104,7 +105,8 @@ def splash_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.
   s = q_BxSxHxD.shape[1]
   kernel, operands, valid_len = _prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
                                          interpret, save_residuals=False)
-  out_BxHxSxD = _vmapped(kernel, operands)
+  with splash_cost.cost_estimates():  # so XLA's scheduler can overlap transfers with the kernel
+    out_BxHxSxD = _vmapped(kernel, operands)
   out_BxSxHxD = out_BxHxSxD.transpose(0, 2, 1, 3)[:, :s].astype(q_BxSxHxD.dtype)
   # With every key masked splash averages all values; the shared convention is output 0.
   return jnp.where(valid_len > 0, out_BxSxHxD, jnp.zeros_like(out_BxSxHxD))
@@ -117,7 +119,8 @@ def splash_attention_lse(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: 
   s = q_BxSxHxD.shape[1]
   kernel, operands, valid_len = _prepare(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, options,
                                          interpret, save_residuals=True)
-  out_BxHxSxD, lse_BxHxS = _vmapped(splash_lse.kernel_with_lse, operands, kernel)
+  with splash_cost.cost_estimates():
+    out_BxHxSxD, lse_BxHxS = _vmapped(splash_lse.kernel_with_lse, operands, kernel)
   out_BxSxHxD = out_BxHxSxD.transpose(0, 2, 1, 3)[:, :s].astype(q_BxSxHxD.dtype)
   nonempty = valid_len > 0
   return (jnp.where(nonempty, out_BxSxHxD, jnp.zeros_like(out_BxSxHxD)),

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_lib
 
+from harness.attention import splash_cost
+
 
 # The kernel is a pytree of mask arrays created under the caller's trace, so it is an ordinary
 # (integer, zero-cotangent) argument rather than a non-differentiable one.
@@ -38,14 +40,16 @@ def _bwd(res, cotangents):
                 attn_logits_soft_cap=args["attn_logits_soft_cap"], q_layout=sizes.q_layout,
                 k_layout=sizes.k_layout, v_layout=sizes.v_layout,
                 mask_function=args["mask_function"], interpret=args["interpret"])
-  dq, dk, dv = splash_lib._splash_attention_bwd_dkv(  # pylint: disable=protected-access
-      q, k, v, segment_ids, None, lse_HxS, dout_HxSxD, di_HxS, bq=sizes.block_q_dkv,
-      bkv=sizes.block_kv_dkv, bkv_compute=sizes.block_kv_dkv_compute,
-      mask_info=kernel.dkv_mask_info, use_fused_bwd_kernel=sizes.use_fused_bwd_kernel, **common)
-  if not sizes.use_fused_bwd_kernel:
-    dq = splash_lib._splash_attention_bwd_dq(  # pylint: disable=protected-access
-        q, k, v, segment_ids, None, lse_HxS, dout_HxSxD, di_HxS, bq=sizes.block_q_dq,
-        bkv=sizes.block_kv_dq, mask_info=kernel.dq_mask_info, **common)
+  # This rule runs at transpose time, outside the forward's scope: the estimates are set here too.
+  with splash_cost.cost_estimates():
+    dq, dk, dv = splash_lib._splash_attention_bwd_dkv(  # pylint: disable=protected-access
+        q, k, v, segment_ids, None, lse_HxS, dout_HxSxD, di_HxS, bq=sizes.block_q_dkv,
+        bkv=sizes.block_kv_dkv, bkv_compute=sizes.block_kv_dkv_compute,
+        mask_info=kernel.dkv_mask_info, use_fused_bwd_kernel=sizes.use_fused_bwd_kernel, **common)
+    if not sizes.use_fused_bwd_kernel:
+      dq = splash_lib._splash_attention_bwd_dq(  # pylint: disable=protected-access
+          q, k, v, segment_ids, None, lse_HxS, dout_HxSxD, di_HxS, bq=sizes.block_q_dq,
+          bkv=sizes.block_kv_dq, mask_info=kernel.dq_mask_info, **common)
   return None, dq, dk, dv, None
 
 

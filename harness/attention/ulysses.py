@@ -87,13 +87,7 @@ def _per_q_head(x_BxSxKxD: jax.Array, plan: HeadPlan) -> jax.Array:
   return padding.pad_axis(x_BxSxKxD, padding.HEAD_AXIS, plan.padded_heads)
 
 
-def _heads_major(x_BxSxHxD: jax.Array) -> jax.Array:
-  # Heads major, sequence x head_dim minor: a head group is one contiguous block and the local
-  # batch (the CFG pair) stays out of the minor tile, where TPU layouts would pad it.
-  return x_BxSxHxD.transpose(2, 0, 1, 3)
-
-
-def _attend_folded(attend: AttendFn, q_hxBxSxD, k_hxBxSxD, v_hxBxSxD, kv_valid_len):
+def attend_folded(attend: AttendFn, q_hxBxSxD, k_hxBxSxD, v_hxBxSxD, kv_valid_len):
   """The kernel on the local batch folded into heads (batch 1, h*B heads); heads are independent."""
   h, b, s, d = q_hxBxSxD.shape
   # Kernels take B x S x H x D; splash turns it straight back into heads-major, a no-op here.
@@ -108,7 +102,7 @@ def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Arr
   """Per-device Ulysses over mesh axis `axis`; q heads already padded to plan.padded_heads."""
   # Heads-major once: XLA fuses this transpose with each group's slice (one copy a group) where
   # slicing first made it copy the whole and then slice it (tests/test_attention_layout.py).
-  qkv_HxBxSxD = tuple(_heads_major(x) for x in (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan),
+  qkv_HxBxSxD = tuple(collectives.heads_major(x) for x in (q_BxSxHxD, _per_q_head(k_BxSxKxD, plan),
                                                 _per_q_head(v_BxSxKxD, plan)))
   chunks = plan.chunks
   with jax.named_scope("ulysses_chunk0"):
@@ -122,7 +116,7 @@ def ulysses_local(q_BxSxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Arr
                          packed_qkv)
     with jax.named_scope(f"ulysses_chunk{i}"):
       with jax.named_scope("attention"):
-        out_hxBxSxD = _attend_folded(attend, *current, kv_valid_len)
+        out_hxBxSxD = attend_folded(attend, *current, kv_valid_len)
       outs.append(collectives.heads_to_seq(out_hxBxSxD, axis))
   out_HxBxSxD = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
   return out_HxBxSxD[:plan.heads].transpose(1, 2, 0, 3)
