@@ -7,6 +7,11 @@ import logging
 import os
 import sys
 
+from harness import run
+from harness.errors import UserError
+from harness.execute import PeerFailure
+from harness.phases import NanError
+
 # Write errors that are the machine's or the user's, not a bug: one line, no traceback.
 _IO_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
 
@@ -40,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     print("error: give at least one --gin_file (e.g. --gin_file=gin/quickstart.gin)",
           file=sys.stderr)
     return 2
-  from harness import run  # after logging is set up: importing JAX logs
-  from harness.execute import PeerFailure
-  from harness.phases import NanError
   try:
     run.main(flags.gin_file, flags.gin_bindings, flags.gin_search_paths, flags.dry_run)
   except NanError as err:
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: cannot write {err.filename or 'the run folder'}: {err.strerror}",
           file=sys.stderr)
     return 2
-  except ValueError as err:  # user mistakes: one line, no traceback
+  except UserError as err:  # user mistakes: one line, no traceback (a bug keeps its traceback)
     # gin appends "In call to configurable ..." on further lines; the first line says it all.
     print(f"error: {(str(err).splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
     return 2

@@ -12,8 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from harness import config as config_lib
-from harness import configurables as C
+from harness import gin_config as config_lib
 from harness import mesh as mesh_lib
 from launch import gin_static
 
@@ -115,7 +114,8 @@ def test_macros_defined_anywhere_are_accepted(tmp_path):
   (tmp_path / "uses.gin").write_text(
       f"include '{tmp_path / 'inc.gin'}'\nrun.steps = %STEPS\nmodel.num_layers = %LAYERS\n")
   config_lib.parse([QUICK, str(tmp_path / "uses.gin")], ["STEPS = 3"])
-  assert C.run().steps == 3 and C.model().num_layers == 1
+  cfgs = config_lib.read_configs()
+  assert cfgs.run.steps == 3 and cfgs.model.num_layers == 1
 
 
 def test_an_undefined_macro_in_a_file_suggests_a_defined_one(tmp_path):
