@@ -1,2 +1,4 @@
-"""Old name of harness.gin_config for modules not yet moved to it (harness/summary.py)."""
-from harness.gin_config import operative_config  # noqa: F401
+"""Old name of harness.gin_config, kept while harness/summary.py imports it; use gin_config."""
+from harness.gin_config import operative_config
+
+__all__ = ["operative_config"]

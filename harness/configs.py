@@ -279,8 +279,3 @@ class Configs:
   @property
   def run_dir(self) -> pathlib.Path:
     return pathlib.Path(self.run.output_dir) / self.run.run_name
-
-  @property
-  def libtpu_flags(self) -> tuple[str, ...]:
-    """The LIBTPU flags this run uses: an AOT compile's, else the hardware's."""
-    return self.aot.flags(self.hardware) if self.run.mode == "aot" else self.hardware.libtpu_flags

@@ -8,11 +8,12 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax._src import xla_bridge  # the public API has no 'is the backend up' query
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
-from harness.mesh_axes import AXES
 from harness.errors import UserError
+from harness.mesh_axes import AXES
 
 
 def resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> dict[str, int]:
@@ -62,7 +63,6 @@ def use_simulated_devices(count: int) -> None:
   """Asks for `count` CPU devices; must run before the JAX backend starts."""
   if count <= 0:
     raise UserError(f"mesh.simulated_devices={count}: must be > 0")
-  from jax._src import xla_bridge  # the public API has no 'is the backend up' query
   if xla_bridge.backends_are_initialized():
     have = jax.devices()
     if have[0].platform == "cpu" and len(have) == count:

@@ -90,7 +90,7 @@ def get_topology(name: str) -> Topology:
   # Compiling for a topology opens no TPU; without this, libtpu's lock file makes a second process
   # loading it at the same time (parallel tests, a sweep) fail.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top  # loads libtpu
   canonical = f"{generation}:{'x'.join(str(d) for d in dims)}"
   try:
     with quiet_libtpu():  # libtpu loads here and complains that this is no TPU VM
