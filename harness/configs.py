@@ -2,8 +2,8 @@
 
 Each section checks its values with one-line errors naming the binding and, where sensible,
 builds what it describes (`MeshConfig.build`: a Mesh; `HardwareConfig.apply`: the LIBTPU flags of
-a real run; `OptimizerConfig.build`: the optimizer). `Configs` bundles them; harness.gin_config
-fills them from gin.
+a real run; `OptimizerConfig.build`: the optimizer; `ProfilerConfig.window`: the capture window).
+`Configs` bundles them; harness.gin_config fills them from gin.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from harness.data import DataSpec
 from harness.errors import UserError
 from harness.mesh_axes import AXES
 from harness.model.config import DiTConfig, VideoConfig
+from harness.profiling import ProfilerWindow
 from harness.suggest import did_you_mean
 
 MODES = ("train", "eval", "aot")
@@ -216,6 +217,12 @@ class ProfilerConfig:
       raise UserError(f"profiler.num_steps={self.num_steps}: must be >= 1 when profiler.enabled")
     if self.enabled and self.start_step < 0:
       raise UserError(f"profiler.start_step={self.start_step}: must be >= 0")
+
+  def window(self, log_dir: str, process_index: int) -> ProfilerWindow:
+    """The capture window of this run's process `process_index`, writing under `log_dir`."""
+    return ProfilerWindow(log_dir, enabled=self.enabled, start_step=self.start_step,
+                          num_steps=self.num_steps, all_hosts=self.all_hosts,
+                          process_index=process_index)
 
 
 @dataclasses.dataclass(frozen=True)

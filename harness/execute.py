@@ -13,7 +13,6 @@ from harness.checkpoint import Checkpointer
 from harness.errors import UserError
 from harness.flops import step_flops
 from harness.phases import NanError, PhaseContext
-from harness.profiling import ProfilerWindow
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +151,7 @@ def execute(loaded, claim, stop) -> dict:
     # Checkpoints are always possible in train mode: every N steps, and on SIGTERM even when N=0.
     ckpt = Checkpointer(claim.run_dir / "checkpoints", cfgs.run.checkpoint_every,
                         fingerprint=claim.record.get("fingerprint"))
-  p = cfgs.profiler
-  window = ProfilerWindow(str(claim.run_dir / "tensorboard"), enabled=p.enabled,
-                          start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
-                          process_index=jax.process_index())
+  window = cfgs.profiler.window(str(claim.run_dir / "tensorboard"), jax.process_index())
   program = loaded.program
   writer = _open_outputs(cfgs, claim, is_main)
   ctx = PhaseContext(cfgs.run, mesh, window, _logger(cfgs, writer, cfgs.run.mode, "perf"), stop,
