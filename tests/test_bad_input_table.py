@@ -112,6 +112,16 @@ def _harness_error(capsys, argv: list[str]) -> str:
   return err.strip()[len("error: "):]
 
 
+def test_an_internal_error_keeps_its_traceback(monkeypatch):
+  """Only a UserError becomes one line: a ValueError from a bug propagates with its traceback."""
+  def broken(*args, **kwargs):
+    raise ValueError("a bug, not a user mistake")
+
+  monkeypatch.setattr(harness_cli.run, "main", broken)
+  with pytest.raises(ValueError, match="^a bug, not a user mistake$"):
+    harness_cli.main([QUICK])
+
+
 @pytest.mark.parametrize("binding, message", DRY_RUN_ROWS, ids=[b for b, _ in DRY_RUN_ROWS])
 def test_harness_config_mistakes(capsys, binding, message):
   assert _harness_error(capsys, [QUICK, "--dry_run", f"--gin_bindings={binding}"]) == message

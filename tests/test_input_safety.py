@@ -1,6 +1,7 @@
 """Input that could run code, write elsewhere or listen on the network is refused or confined."""
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import socket
@@ -65,6 +66,19 @@ def test_an_include_is_not_looked_up_by_importing_packages(hostile_cwd):
   (hostile_cwd / "a.gin").write_text("include 'pkgx/sub/x.gin'\n")
   assert _parse_error([QUICK, "a.gin"], []).startswith("Unable to open file: pkgx/sub/x.gin.")
   assert not (hostile_cwd / "MARKER").exists() and "pkgx" not in sys.modules
+
+
+def test_parsing_quiets_gin_search_misses_only_while_it_parses(caplog):
+  """gin logs each search-path miss on the root logger; the filter lives only during a parse."""
+  before = list(logging.getLogger().filters)
+  assert not any(isinstance(f, config_lib._QuietSearch) for f in before)  # none at import
+  config_lib.parse([QUICK], [])
+  assert logging.getLogger().filters == before
+  with config_lib.project_imports_only():
+    logging.error("Path not found: %s", "x.gin")
+    logging.error("kept")
+  logging.error("Path not found: %s", "after.gin")
+  assert [r.getMessage() for r in caplog.records] == ["kept", "Path not found: after.gin"]
 
 
 def test_project_modules_may_still_be_imported():
