@@ -94,7 +94,7 @@ def _eval_params(cfgs, program, mesh, claim):
                       fingerprint=None)
   if ckpt.latest_step() is None:
     raise UserError(f"run.mode='eval': {claim.source_dir} holds a train run without "
-                     f"checkpoints (run.checkpoint_every=0); nothing to evaluate")
+                    f"checkpoints (run.checkpoint_every=0); nothing to evaluate")
   params, opt_state = steps.abstract_train_args(program, cfgs.setup, mesh)[:2]
   state, step = ckpt.restore({"params": params, "opt_state": opt_state})
   print(f"evaluating the checkpoint of step {step} in {claim.source_dir}", flush=True)

@@ -90,7 +90,7 @@ def _split_host_port(address: str) -> tuple[str, int]:
   host, _, port = address.rpartition(":")
   if not host or not port.isdigit() or not 0 < int(port) < 65536:
     raise UserError(f"mesh.coordinator_address={address!r}: expected HOST:PORT "
-                     "(e.g. '10.0.0.2:1234')")
+                    "(e.g. '10.0.0.2:1234')")
   return host.strip("[]"), int(port)
 
 
@@ -125,7 +125,7 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
       raise UserError("mesh.coordinator_address needs mesh.num_processes and mesh.process_id too")
     if not 0 <= process_id < num_processes:
       raise UserError(f"mesh.process_id={process_id}: must be in [0, mesh.num_processes="
-                       f"{num_processes}), one distinct id per process")
+                      f"{num_processes}), one distinct id per process")
     _split_host_port(coordinator_address)
     if process_id == 0:  # JAX crashes (SIGSEGV) when its coordinator cannot bind
       check_coordinator_bind(coordinator_address)

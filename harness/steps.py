@@ -41,8 +41,8 @@ def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, options):
     return None
   if attn.variant != "ulysses":
     raise UserError(f"attention.pipelined_projections=True needs attention.variant='ulysses', "
-                     f"got {attn.variant!r}; valid choices: 'ulysses' (or pipelined_projections="
-                     f"False)")
+                    f"got {attn.variant!r}; valid choices: 'ulysses' (or pipelined_projections="
+                    f"False)")
   return functools.partial(pipelined_self_attention, mesh=mesh, num_chunks=attn.num_chunks,
                            kernel=attn.kernel, pad_heads=attn.pad_heads,
                            packed_qkv=attn.packed_qkv, kernel_options=options,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from harness import configs, gin_config
+from harness import api, configs
 from harness.aot import cases
 from harness.aot import run_aot
 from harness.aot import topology as topology_lib
@@ -174,8 +174,7 @@ def test_unknown_flag_is_one_line_error():
 @pytest.mark.parametrize("name", ["tpu_default", "tpu_async_a2a", "tpu_overlap_full",
                                   "tpu_maxdiffusion_inference"])
 def test_shipped_flag_sets_parse_and_compile(name):
-  gin_config.parse([f"hardware/{name}.gin"], [])
-  cfg = gin_config.read_configs().hardware
+  cfg = api.read([f"hardware/{name}.gin"], [])[0].hardware
   assert all(f.startswith("--xla_") for f in cfg.libtpu_flags)
   assert (name == "tpu_default") == (not cfg.libtpu_flags)
   topo = topology_lib.get_topology("v5p:2x2x1")

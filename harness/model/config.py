@@ -66,7 +66,7 @@ class DiTConfig:
     if (not isinstance(patch, (tuple, list)) or len(patch) != 3
         or any(isinstance(p, bool) or not isinstance(p, int) or p <= 0 for p in patch)):
       raise UserError(f"model.patch={patch!r}: must be 3 positive integers "
-                       "(frames, height, width), e.g. (1, 2, 2)")
+                      "(frames, height, width), e.g. (1, 2, 2)")
     object.__setattr__(self, "patch", tuple(patch))  # a gin list still hashes and compares
     if self.dim % self.num_heads:
       raise UserError(f"model.dim={self.dim} is not a multiple of model.num_heads={self.num_heads}")
@@ -75,7 +75,7 @@ class DiTConfig:
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise UserError(f"model.{name}={getattr(self, name)!r}: choose 'float32' or 'bfloat16'"
-                         f"{did_you_mean(getattr(self, name), DTYPES)}")
+                        f"{did_you_mean(getattr(self, name), DTYPES)}")
 
   @property
   def head_dim(self) -> int:
