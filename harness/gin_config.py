@@ -41,8 +41,6 @@ class ConfigError(UserError):
   """A mistake in gin files or bindings, with a one-line message."""
 
 
-# ---- the sections users bind, by the gin name they type ------------------------------------------
-
 def _check_types(cls: type, name: str, kwargs: dict[str, Any]) -> None:
   """A quoted number (`run.steps='12'`) or a number for a name fails with one line, not later."""
   for field in dataclasses.fields(cls):
@@ -93,8 +91,6 @@ def operative_config() -> str:
   return gin.operative_config_str()
 
 
-# ---- parsing --------------------------------------------------------------------------------------
-
 class _QuietSearch(logging.Filter):
   """gin logs every search-path miss at ERROR level (on the root logger) while finding includes."""
 
@@ -102,22 +98,13 @@ class _QuietSearch(logging.Filter):
     return not str(record.msg).startswith("Path not found")
 
 
-def is_project_module(module: str) -> bool:
-  """Whether a gin `import` names the project's own package (the only code gin may import)."""
-  return module == PROJECT_PACKAGE or module.startswith(PROJECT_PACKAGE + ".")
-
-
-def import_refusal(statement: config_parser.ImportStatement) -> str:
-  """The one-line reason a gin `import` is refused."""
-  return f"gin '{statement.format()}' is refused: {_IMPORT_FIX}"
-
-
 class _ProjectImportsOnly(gin.config.ParseContext):
-  """gin's parse context, refusing an `import` statement before it runs any code."""
+  """gin's parse context, refusing an `import` of anything but the project's own package."""
 
   def process_import(self, statement: config_parser.ImportStatement) -> None:
-    if not is_project_module(statement.module):
-      raise ValueError(import_refusal(statement))
+    module = statement.module
+    if module != PROJECT_PACKAGE and not module.startswith(PROJECT_PACKAGE + "."):
+      raise ValueError(f"gin '{statement.format()}' is refused: {_IMPORT_FIX}")
     super().process_import(statement)
 
 
@@ -148,11 +135,10 @@ def search_paths(extra: Sequence[str] = ()) -> list[str]:
 
 def resolve_file(name: str, paths: Sequence[str]) -> str:
   """Finds a gin file as given or under a search path; a one-line error if missing."""
-  candidates = [pathlib.Path(name)] + [pathlib.Path(p) / name for p in paths]
-  for candidate in candidates:
-    if candidate.is_file():
-      return str(candidate.resolve())
-  raise ConfigError(f"--gin_file={name}: no such file (searched: {', '.join(paths)})")
+  found = _find_include(name, paths)
+  if found is None:
+    raise ConfigError(f"--gin_file={name}: no such file (searched: {', '.join(paths)})")
+  return str(found.resolve())
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str],
@@ -189,8 +175,6 @@ def check_bindings(gin_files: Sequence[str], bindings: Sequence[str],
   finally:
     gin.clear_config()
 
-
-# ---- one-line errors ------------------------------------------------------------------------------
 
 def _one_line(err: Exception) -> str:
   """Gin reports 'message / In file "f", line n / text' on three lines: keep one."""
@@ -238,9 +222,6 @@ def suggest_name(message: str, configurables: Mapping[str, Callable]) -> str:
     params = list(inspect.signature(configurables[unknown.group(1)]).parameters)
     hint = _hint(unknown.group(2), params, "parameters")
   return message[:unknown.end() - 1] + hint + message[unknown.end():]
-
-
-# ---- macros: every %NAME used is defined -----------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
