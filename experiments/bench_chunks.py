@@ -20,23 +20,18 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import gin  # noqa: E402
 import jax  # noqa: E402
 
-from harness import benchmark, config, run  # noqa: E402
-from harness.steps import build_program  # noqa: E402
+from harness import api, benchmark, gin_config  # noqa: E402
 
 BINDINGS = ["mesh.data=2", "mesh.context=4", "run.batch_size=2", "profiler.enabled=False"]
 
 
 def build(num_chunks: int, packed_qkv: bool):
-  gin.clear_config()
-  config.parse(["quickstart.gin"], [*BINDINGS, f"attention.num_chunks={num_chunks}",
-                                    f"attention.packed_qkv={packed_qkv}"])
-  cfgs = run.load_configs()
-  mesh = run.build_mesh(cfgs.mesh)
-  program = build_program(cfgs.setup, mesh)
-  return benchmark.compile_train(program, cfgs.setup, mesh)
+  gin_config.clear()
+  loaded = api.load(["quickstart.gin"], [*BINDINGS, f"attention.num_chunks={num_chunks}",
+                                         f"attention.packed_qkv={packed_qkv}"])
+  return benchmark.compile_train(loaded.program, loaded.configs.setup, loaded.mesh)
 
 
 def main(argv=None) -> dict:

@@ -22,12 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from harness import benchmark, config, run  # noqa: E402
+from harness import api, benchmark  # noqa: E402
 from harness.execute import _step_logger  # noqa: E402
 from harness.metrics import MetricsWriter  # noqa: E402
 from harness.phases import PhaseContext, StopRequested, train  # noqa: E402
 from harness.profiling import ProfilerWindow  # noqa: E402
-from harness.steps import build_program  # noqa: E402
 
 
 def bare_round(program, setup, mesh, steps: int) -> list[float]:
@@ -55,11 +54,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--out", default=None, help="write the JSON result here too")
   args = parser.parse_args(argv)
-  config.parse(["quickstart.gin"], [f"run.steps={args.steps}", "run.progress=False",
-                                    "profiler.enabled=False", "run.checkpoint_every=0"])
-  cfgs = run.load_configs()
-  mesh = run.build_mesh(cfgs.mesh)
-  program = build_program(cfgs.setup, mesh)
+  loaded = api.load(["quickstart.gin"], [f"run.steps={args.steps}", "run.progress=False",
+                                         "profiler.enabled=False", "run.checkpoint_every=0"])
+  cfgs, mesh, program = loaded.configs, loaded.mesh, loaded.program
   harness_s, bare_s = [], []
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(args.rounds):

@@ -7,6 +7,18 @@ import logging
 import os
 import sys
 
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+if __name__ == "__main__":
+  # Importing the harness logs (orbax, through absl), and absl gives the root logger Python's
+  # default handler when it has none: the command's own format goes on first.
+  logging.basicConfig(format=_LOG_FORMAT)
+
+# pylint: disable=wrong-import-position
+from harness import run  # noqa: E402
+from harness.errors import UserError  # noqa: E402
+from harness.execute import PeerFailure  # noqa: E402
+from harness.phases import NanError  # noqa: E402
+
 # Write errors that are the machine's or the user's, not a bug: one line, no traceback.
 _IO_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
 
@@ -34,15 +46,15 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
   flags = parse_flags(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO if flags.verbose else logging.WARNING,
-                      format="%(levelname)s %(name)s: %(message)s")
+  level = logging.INFO if flags.verbose else logging.WARNING
+  if __name__ == "__main__":
+    logging.getLogger().setLevel(level)  # the handler went on before the imports
+  else:
+    logging.basicConfig(level=level, format=_LOG_FORMAT)  # a caller's own handlers stay
   if not flags.gin_file and not flags.gin_bindings:
     print("error: give at least one --gin_file (e.g. --gin_file=gin/quickstart.gin)",
           file=sys.stderr)
     return 2
-  from harness import run  # after logging is set up: importing JAX logs
-  from harness.execute import PeerFailure
-  from harness.phases import NanError
   try:
     run.main(flags.gin_file, flags.gin_bindings, flags.gin_search_paths, flags.dry_run)
   except NanError as err:
@@ -59,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: cannot write {err.filename or 'the run folder'}: {err.strerror}",
           file=sys.stderr)
     return 2
-  except ValueError as err:  # user mistakes: one line, no traceback
+  except UserError as err:  # user mistakes: one line, no traceback (a bug keeps its traceback)
     # gin appends "In call to configurable ..." on further lines; the first line says it all.
     print(f"error: {(str(err).splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
     return 2

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from harness.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -74,23 +76,23 @@ class Checkpointer:
         continue
       log.info("resumed from %s", where)
       return state, step
-    raise ValueError(f"run.resume=True: no readable checkpoint in {self.directory} "
-                     f"({'; '.join(problems)[:300]}); set run.resume=False to move the run aside")
+    raise UserError(f"run.resume=True: no readable checkpoint in {self.directory} "
+                    f"({'; '.join(problems)[:300]}); set run.resume=False to move the run aside")
 
   def _check_config(self, step: int, where: pathlib.Path, abstract_state: Any) -> None:
     stored = self._metadata(step).get("fingerprint")
     if self.fingerprint and stored and stored != self.fingerprint:
-      raise ValueError(f"run.resume=True: checkpoint {where} was written by another config "
-                       f"(fingerprint {stored}, this config {self.fingerprint}); set "
-                       f"run.resume=False to move the run aside or choose another run.run_name")
+      raise UserError(f"run.resume=True: checkpoint {where} was written by another config "
+                      f"(fingerprint {stored}, this config {self.fingerprint}); set "
+                      f"run.resume=False to move the run aside or choose another run.run_name")
     try:
       mismatch = _first_mismatch(self._mngr.item_metadata(step), abstract_state)
     except Exception:  # pylint: disable=broad-except
       mismatch = None  # unreadable metadata: the restore below decides
     if mismatch:
-      raise ValueError(f"run.resume=True: checkpoint {where} was written by another config "
-                       f"({mismatch}); set run.resume=False to start afresh (the old run is "
-                       f"moved aside) or choose another run.run_name")
+      raise UserError(f"run.resume=True: checkpoint {where} was written by another config "
+                      f"({mismatch}); set run.resume=False to start afresh (the old run is "
+                      f"moved aside) or choose another run.run_name")
 
   def _metadata(self, step: int) -> dict:
     try:

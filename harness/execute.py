@@ -7,13 +7,13 @@ from typing import Callable
 
 import jax
 
-from harness import config as config_lib
+from harness import gin_config
 from harness import metrics, phases, profiling, run_folder, steps, summary as summary_lib
 from harness.checkpoint import Checkpointer
+from harness.errors import UserError
 from harness.flops import step_flops
 from harness.outputs import EvalSummary, Summary, TimeStats, TraceReport
 from harness.phases import NanError, PhaseContext
-from harness.profiling import ProfilerWindow
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ def _eval_params(cfgs, program, mesh, claim):
   ckpt = Checkpointer(claim.source_dir / "checkpoints", 0, read_only=True,
                       fingerprint=None)
   if ckpt.latest_step() is None:
-    raise ValueError(f"run.mode='eval': {claim.source_dir} holds a train run without "
-                     f"checkpoints (run.checkpoint_every=0); nothing to evaluate")
+    raise UserError(f"run.mode='eval': {claim.source_dir} holds a train run without "
+                    f"checkpoints (run.checkpoint_every=0); nothing to evaluate")
   params, opt_state = steps.abstract_train_args(program, cfgs.setup, mesh)[:2]
   state, step = ckpt.restore({"params": params, "opt_state": opt_state})
   print(f"evaluating the checkpoint of step {step} in {claim.source_dir}", flush=True)
@@ -136,26 +136,24 @@ def _run_phases(cfgs, ctx: PhaseContext, program, ckpt, writer, claim):
 def _open_outputs(cfgs, claim, is_main: bool):
   """The metrics writer (metrics.jsonl continued once the first step is known); config.gin."""
   writer = metrics.MetricsWriter(claim.run_dir, enabled=is_main, resume_step=None)
-  operative = config_lib.operative_config()
+  operative = gin_config.operative_config()
   if is_main:
     (claim.run_dir / "config.gin").write_text(operative)
     writer.text("config/operative_gin", operative)
   return writer
 
 
-def execute(cfgs, mesh, claim, stop) -> dict:
+def execute(loaded, claim, stop) -> dict:
   """Runs the configured mode in the claimed folder; writes outputs (process 0) even on failure."""
+  cfgs, mesh = loaded.configs, loaded.mesh
   is_main = jax.process_index() == 0
   ckpt = None
   if cfgs.run.mode == "train":
     # Checkpoints are always possible in train mode: every N steps, and on SIGTERM even when N=0.
     ckpt = Checkpointer(claim.run_dir / "checkpoints", cfgs.run.checkpoint_every,
                         fingerprint=claim.record.get("fingerprint"))
-  p = cfgs.profiler
-  window = ProfilerWindow(str(claim.run_dir / "tensorboard"), enabled=p.enabled,
-                          start_step=p.start_step, num_steps=p.num_steps, all_hosts=p.all_hosts,
-                          process_index=jax.process_index())
-  program = steps.build_program(cfgs.setup, mesh)
+  window = cfgs.profiler.window(str(claim.run_dir / "tensorboard"), jax.process_index())
+  program = loaded.program
   writer = _open_outputs(cfgs, claim, is_main)
   ctx = PhaseContext(cfgs.run, mesh, window, _logger(cfgs, writer, cfgs.run.mode, "perf"), stop,
                      begin=writer.start)

@@ -19,8 +19,8 @@ VOLATILE = {
              "init_timeout_s"},
     "profiler": {"enabled", "start_step", "num_steps", "all_hosts"},
 }
-# aot.topology and aot.step describe a compile target: they belong to AOT runs only.
-AOT_ONLY = {"topology", "step"}
+# aot.topology, aot.step and aot.libtpu_flags describe a compile target: AOT runs only.
+AOT_ONLY = {"topology", "step", "libtpu_flags"}
 
 
 def _plain(value: Any) -> Any:

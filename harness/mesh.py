@@ -12,6 +12,7 @@ from jax._src import xla_bridge  # the public API has no 'is the backend up' que
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
+from harness.errors import UserError
 from harness.mesh_axes import AXES
 
 
@@ -23,21 +24,21 @@ def resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> dict[str, int
   unknown = [a for a in AXES if sizes[a] == -1]
   for axis in AXES:
     if sizes[axis] == 0 or sizes[axis] < -1:
-      raise ValueError(f"mesh.{axis}={sizes[axis]}: axis sizes must be positive or -1 (the rest)")
+      raise UserError(f"mesh.{axis}={sizes[axis]}: axis sizes must be positive or -1 (the rest)")
   if len(unknown) > 1:
-    raise ValueError(
+    raise UserError(
         f"mesh.{unknown[0]} and mesh.{unknown[1]} are both -1: at most one axis may take the rest")
   known = math.prod(sizes[a] for a in AXES if sizes[a] != -1)
   if unknown:
     if num_devices % known:
-      raise ValueError(
+      raise UserError(
           f"mesh.{unknown[0]}=-1 cannot take the rest: the other axes multiply to {known}, "
           f"which does not divide the {num_devices} devices")
     sizes[unknown[0]] = num_devices // known
   product = math.prod(sizes[a] for a in AXES)
   if product != num_devices:
     shape = " x ".join(f"{a}={sizes[a]}" for a in AXES)
-    raise ValueError(
+    raise UserError(
         f"mesh.data/fsdp/context/tensor multiply to {product} ({shape}) but there are "
         f"{num_devices} devices; set one axis to -1 to take the rest")
   return {a: sizes[a] for a in AXES}
@@ -61,12 +62,12 @@ def make_mesh(data: int = 1, fsdp: int = 1, context: int = -1, tensor: int = 1,
 def use_simulated_devices(count: int) -> None:
   """Asks for `count` CPU devices; must run before the JAX backend starts."""
   if count <= 0:
-    raise ValueError(f"mesh.simulated_devices={count}: must be > 0")
+    raise UserError(f"mesh.simulated_devices={count}: must be > 0")
   if xla_bridge.backends_are_initialized():
     have = jax.devices()
     if have[0].platform == "cpu" and len(have) == count:
       return
-    raise ValueError(
+    raise UserError(
         f"mesh.simulated_devices={count} was requested after JAX started with {len(have)} "
         f"{have[0].platform} devices; set it before any JAX computation (or set "
         f"XLA_FLAGS=--xla_force_host_platform_device_count={count})")
@@ -88,8 +89,8 @@ def _split_host_port(address: str) -> tuple[str, int]:
   """('10.0.0.2', 1234) from '10.0.0.2:1234' (IPv6 in brackets); a one-line error otherwise."""
   host, _, port = address.rpartition(":")
   if not host or not port.isdigit() or not 0 < int(port) < 65536:
-    raise ValueError(f"mesh.coordinator_address={address!r}: expected HOST:PORT "
-                     "(e.g. '10.0.0.2:1234')")
+    raise UserError(f"mesh.coordinator_address={address!r}: expected HOST:PORT "
+                    "(e.g. '10.0.0.2:1234')")
   return host.strip("[]"), int(port)
 
 
@@ -101,7 +102,7 @@ def check_coordinator_bind(coordinator_address: str) -> None:
       with socket.socket(family, kind) as probe:
         probe.bind(sockaddr[:1] + (0,) + sockaddr[2:])
   except OSError as err:
-    raise ValueError(
+    raise UserError(
         f"mesh.coordinator_address={coordinator_address!r}: process 0 cannot listen on "
         f"{host!r} ({err.strerror or err}); give an address of this host, or set "
         f"JAX_COORDINATOR_BIND_ADDRESS='[::]:PORT' to listen on every interface") from None
@@ -121,10 +122,10 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if explicit:
     if num_processes is None or process_id is None:
-      raise ValueError("mesh.coordinator_address needs mesh.num_processes and mesh.process_id too")
+      raise UserError("mesh.coordinator_address needs mesh.num_processes and mesh.process_id too")
     if not 0 <= process_id < num_processes:
-      raise ValueError(f"mesh.process_id={process_id}: must be in [0, mesh.num_processes="
-                       f"{num_processes}), one distinct id per process")
+      raise UserError(f"mesh.process_id={process_id}: must be in [0, mesh.num_processes="
+                      f"{num_processes}), one distinct id per process")
     _split_host_port(coordinator_address)
     if process_id == 0:  # JAX crashes (SIGSEGV) when its coordinator cannot bind
       check_coordinator_bind(coordinator_address)

@@ -54,7 +54,7 @@ class StopRequested:
 @dataclasses.dataclass(frozen=True)
 class PhaseContext:
   """What a phase needs from the run around it."""
-  run: Any  # harness.configurables.RunConfig
+  run: Any  # harness.configs.RunConfig
   mesh: Any
   window: Any  # harness.profiling.ProfilerWindow
   log_step: LogStep

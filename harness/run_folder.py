@@ -22,6 +22,7 @@ import socket
 from typing import Any
 
 from harness import identity as identity_lib
+from harness.errors import UserError
 from harness.metrics import write_json_atomic
 
 RECORD = "run.json"
@@ -29,7 +30,7 @@ LOCK = ".lock"
 ARCHIVED = ("summary.json", "metrics.jsonl", "config.gin", "aot.json")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError):
   """A run folder that this invocation may not use, with a one-line reason."""
 
 

@@ -19,29 +19,11 @@ from harness.attention import planned_attention
 from harness.attention.pipelined import planned_pipelined_attention
 from harness.attention.types import AttentionPlan
 from harness.attention.types import KernelOptions
-from harness.configurables import AttentionConfig, OptimizerConfig, SamplerConfig
-from harness.data import DataSpec, batch_shardings
-from harness.model import DiT, DiTConfig, VideoConfig
+from harness.configs import AttentionConfig, Setup, UserError
+from harness.data import batch_shardings
+from harness.model import DiT, DiTConfig
 from harness.model.block import Runtime
 from harness.sharding import activation_sharding, batch_sharding, param_shardings
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """Everything the step functions depend on, as plain frozen configs."""
-  model: DiTConfig
-  video: VideoConfig
-  attention: AttentionConfig
-  optimizer: OptimizerConfig
-  sampler: SamplerConfig
-  batch_size: int
-  seed: int
-  total_steps: int
-
-  @property
-  def data(self) -> DataSpec:
-    return DataSpec(self.batch_size, self.video.latent_shape(self.model.in_channels),
-                    self.model.text_len, self.model.text_dim, self.seed)
 
 
 def plan_self_attention(attn: AttentionConfig, mesh: Mesh, heads: int) -> AttentionPlan:
@@ -70,9 +52,9 @@ def _projected_self_attention(attn: AttentionConfig, mesh: Mesh, plan: Attention
   if not attn.pipelined_projections:
     return None
   if attn.variant != "ulysses":
-    raise ValueError(f"attention.pipelined_projections=True needs attention.variant='ulysses', "
-                     f"got {attn.variant!r}; valid choices: 'ulysses' (or pipelined_projections="
-                     f"False)")
+    raise UserError(f"attention.pipelined_projections=True needs attention.variant='ulysses', "
+                    f"got {attn.variant!r}; valid choices: 'ulysses' (or pipelined_projections="
+                    f"False)")
   return functools.partial(planned_pipelined_attention, mesh=mesh, plan=plan,
                            kernel_options=options)
 
@@ -85,14 +67,6 @@ def abstract_model(cfg: DiTConfig) -> tuple[nnx.GraphDef, nnx.State]:
 
 def count_params(abstract_params) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(abstract_params))
-
-
-def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-  lr = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else (
-      cfg.learning_rate)
-  del total_steps  # a constant rate after warm-up keeps short benchmark runs comparable
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
 
 
 def _opt_shardings(opt, abstract_params, p_shardings, mesh: Mesh):
@@ -118,7 +92,7 @@ def build_program(setup: Setup, mesh: Mesh) -> Program:
   """Builds (without compiling) the init, train and denoise functions for `mesh`."""
   graphdef, abstract_params = abstract_model(setup.model)
   rt = make_runtime(setup.attention, mesh, setup.model.num_heads)
-  opt = make_optimizer(setup.optimizer, setup.total_steps)
+  opt = setup.optimizer.build()
   p_sh = param_shardings(abstract_params, mesh)
   o_sh = _opt_shardings(opt, abstract_params, p_sh, mesh)
   cfg = setup.model
@@ -161,7 +135,7 @@ def abstract_train_args(program: Program, setup: Setup, mesh: Mesh) -> tuple:
   """ShapeDtypeStructs (with shardings) of the train step's arguments."""
   sds = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
   params = jax.tree.map(sds, program.abstract_params, program.param_shardings)
-  opt_state = jax.eval_shape(lambda p: make_optimizer(setup.optimizer, 1).init(p), params)
+  opt_state = jax.eval_shape(setup.optimizer.build().init, params)
   opt_state = jax.tree.map(sds, opt_state, program.opt_shardings)
   spec = setup.data
   batch = {"latents": jax.ShapeDtypeStruct((spec.batch, *spec.latent), jnp.float32,

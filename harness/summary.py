@@ -8,7 +8,7 @@ import pathlib
 import jax
 
 from harness import flops as flops_lib
-from harness import config as config_lib
+from harness import gin_config
 from harness import metrics, outputs, steps, versions
 from harness.outputs import Attention, Devices, EvalSummary, Summary, TimeStats, TraceReport
 from harness.sharding import param_shardings
@@ -143,7 +143,7 @@ def dry_run_report(cfgs, mesh, files) -> str:
   step_flops = flops_lib.step_flops(cfgs.model, cfgs.video, cfgs.run.batch_size, cfgs.run.mode)
   return "\n".join([
       "# gin files: " + ", ".join(files),
-      config_lib.operative_config().rstrip(),
+      gin_config.operative_config().rstrip(),
       "",
       f"parameters:           {n_params:,} ({_human(n_params)})",
       f"sequence length:      {cfgs.model.num_tokens(cfgs.video):,} tokens",

@@ -5,7 +5,7 @@ import importlib.metadata
 import os
 import subprocess
 
-from harness.config import REPO_ROOT
+from harness.gin_config import REPO_ROOT
 
 
 def _version(package: str) -> str | None:

@@ -221,7 +221,7 @@ def select(runs: list[Run], only: str | None) -> list[Run]:
 def check_bindings(runs: Sequence[Run]) -> bool:
   """Asks the harness whether every run's gin files and bindings exist; False if it cannot."""
   try:
-    from harness.config import check_bindings as harness_check  # pylint: disable=import-outside-toplevel
+    from harness.gin_config import check_bindings as harness_check  # pylint: disable=import-outside-toplevel
   except ImportError:
     return False
   checked = set()

@@ -20,6 +20,8 @@ PRIORITIES = ("very-low", "low", "medium", "high", "very-high")
 # Small outputs copied next to results.jsonl; traces and checkpoints stay in the output dir.
 COLLECTED_FILES = ("summary.json", "aot.json", "config.gin", "metrics.jsonl")
 TAIL_CHARS = 2000
+# The harness applies this binding's flags to a real TPU run (harness.configs.HardwareConfig).
+LIBTPU_BINDING = "hardware.libtpu_flags"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +72,8 @@ def _flags_text(value: Any) -> str | None:
 
 
 def libtpu_init_args(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> str | None:
-  """LIBTPU_INIT_ARGS: the last binding of a parameter naming libtpu (aot.libtpu_flags) in the
-  run's gin files, then its bindings, as the harness would read them."""
+  """LIBTPU_INIT_ARGS: the last binding of hardware.libtpu_flags in the run's gin files, then its
+  bindings, as the harness reads them for a real run (aot.libtpu_flags is for AOT compiles only)."""
   paths = [REPO_ROOT, GIN_DIR]
   found, macros, parsed = None, {}, []
   for name in gin_files:
@@ -81,7 +83,7 @@ def libtpu_init_args(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> 
   parsed += [gin_static.parse_bindings(b, "binding", paths, macros) for b in bindings]
   for values in parsed:
     for key, value in values.items():
-      if "libtpu" in key.rsplit(".", 1)[-1].lower():
+      if key.rsplit("/", 1)[-1] == LIBTPU_BINDING:
         found = _flags_text(value)
   return found
 

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from harness.aot import config as aot_config_lib
+from harness import api, configs
+from harness.aot import cases
 from harness.aot import run_aot
 from harness.aot import topology as topology_lib
 from harness.attention import context_parallel_attention
@@ -51,13 +52,17 @@ def test_libtpu_missing_is_one_line_error(monkeypatch):
 
 
 def test_aot_config_validates():
-  cfg = aot_config_lib.aot_config(topology="v5e:2x4", step="eval",
-                                  libtpu_flags=["--xla_tpu_enable_async_all_to_all=true"])
+  cfg = configs.AotConfig(topology="v5e:2x4", step="eval",
+                          libtpu_flags=["--xla_tpu_enable_async_all_to_all=true"])
   assert cfg.libtpu_flags == ("--xla_tpu_enable_async_all_to_all=true",)
+  assert cfg.flags(configs.HardwareConfig(("--xla_a=1",))) == cfg.libtpu_flags
+  assert configs.AotConfig().flags(configs.HardwareConfig(("--xla_a=1",))) == ("--xla_a=1",)
   with pytest.raises(ValueError, match=r"^aot\.step='infer' is invalid; valid choices: 'train', "):
-    aot_config_lib.aot_config(step="infer")
+    configs.AotConfig(step="infer")
   with pytest.raises(ValueError, match=r"^aot\.libtpu_flags: 'xla_x' is not of the form"):
-    aot_config_lib.aot_config(libtpu_flags=["xla_x"])
+    configs.AotConfig(libtpu_flags=["xla_x"])
+  with pytest.raises(ValueError, match=r"^hardware\.libtpu_flags: 'xla_x' is not of the form"):
+    configs.HardwareConfig(libtpu_flags=["xla_x"])
 
 
 def _attention(topology, heads, num_chunks, seq=1024):
@@ -169,11 +174,7 @@ def test_unknown_flag_is_one_line_error():
 @pytest.mark.parametrize("name", ["tpu_default", "tpu_async_a2a", "tpu_overlap_full",
                                   "tpu_maxdiffusion_inference"])
 def test_shipped_flag_sets_parse_and_compile(name):
-  import pathlib  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).parents[1] / "gin" / "hardware" / f"{name}.gin"
-  gin.parse_config_file(str(path))
-  cfg = aot_config_lib.aot_config()
+  cfg = api.read([f"hardware/{name}.gin"], [])[0].hardware
   assert all(f.startswith("--xla_") for f in cfg.libtpu_flags)
   assert (name == "tpu_default") == (not cfg.libtpu_flags)
   topo = topology_lib.get_topology("v5p:2x2x1")
@@ -204,8 +205,7 @@ def _kernel_under(report):
 
 @pytest.fixture(scope="module")
 def splash_reports():
-  from harness.aot import study  # pylint: disable=g-import-not-at-top
-  return {(chunks, flags): study.run_case(study.Case(tokens=2048, context=8, chunks=chunks,
+  return {(chunks, flags): cases.run_case(cases.Case(tokens=2048, context=8, chunks=chunks,
                                                      heads=32), "splash", ASYNC_A2A if flags else ())
           for chunks in (1, 2) for flags in (True, False)}
 

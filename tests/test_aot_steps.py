@@ -3,16 +3,16 @@ import json
 
 import pytest
 
-from harness import config as config_lib
-from harness import run as run_lib
+from harness import api
 from harness.aot.entry import run_aot_mode
 
 
 def _aot(tmp_path, topology, step, layers=1, hardware="tpu_async_a2a"):
-  config_lib.parse(["quickstart.gin", f"hardware/{hardware}.gin"], [
+  loaded = api.load(["quickstart.gin", f"hardware/{hardware}.gin"], [
       "run.mode = 'aot'", f"run.output_dir = '{tmp_path}'", "run.run_name = 'aot'",
-      f"aot.topology = '{topology}'", f"aot.step = '{step}'", f"model.num_layers = {layers}"])
-  report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
+      f"aot.topology = '{topology}'", f"aot.step = '{step}'", f"model.num_layers = {layers}"],
+      abstract=True)
+  report = run_aot_mode(loaded)
   on_disk = json.loads((tmp_path / "aot" / "aot.json").read_text())
   assert on_disk["predicted_step_s"] == pytest.approx(report["predicted_step_s"])
   assert (tmp_path / "aot" / "config.gin").exists()

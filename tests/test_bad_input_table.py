@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 
 from harness import __main__ as harness_cli
-from harness import config as config_lib
-from harness import run, run_folder, steps
+from harness import api, run, run_folder, steps
 from harness.checkpoint import Checkpointer
 from launch.__main__ import main as launch_cli
 
@@ -55,8 +54,9 @@ DRY_RUN_ROWS = [
                                  "'varient'; did you mean 'variant'? (bindings string line 1)"),
     ("attenshun.variant='ring'", "No configurable matching 'attenshun'; did you mean "
                                  "'attention'? (bindings string line 1)"),
-    ("foo.bar=1", "No configurable matching 'foo'; valid configurables: run, mesh, attention, "
-                  "model, video, optimizer, sampler, profiler, aot (bindings string line 1)"),
+    ("foo.bar=1", "No configurable matching 'foo'; valid configurables: run, mesh, hardware, "
+                  "attention, model, video, optimizer, sampler, profiler, aot (bindings string "
+                  "line 1)"),
     ("run.stepz=3", "Configurable 'run' doesn't have a parameter named 'stepz'; did you mean "
                     "'steps'? (bindings string line 1)"),
     ("sampler.zzz=1", "Configurable 'sampler' doesn't have a parameter named 'zzz'; valid "
@@ -110,6 +110,16 @@ def _harness_error(capsys, argv: list[str]) -> str:
   assert rc == 2, err
   assert err.count("\n") == 1 and err.startswith("error: "), err
   return err.strip()[len("error: "):]
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch):
+  """Only a UserError becomes one line: a ValueError from a bug propagates with its traceback."""
+  def broken(*args, **kwargs):
+    raise ValueError("a bug, not a user mistake")
+
+  monkeypatch.setattr(harness_cli.run, "main", broken)
+  with pytest.raises(ValueError, match="^a bug, not a user mistake$"):
+    harness_cli.main([QUICK])
 
 
 @pytest.mark.parametrize("binding, message", DRY_RUN_ROWS, ids=[b for b, _ in DRY_RUN_ROWS])
@@ -167,11 +177,9 @@ def test_profiler_window_without_steps(capsys, tmp_path):
 
 def _save_zero_checkpoint(run_dir: pathlib.Path, bindings: list[str]) -> None:
   """A checkpoint at step 3 of the quickstart state under other bindings (no step compiled)."""
-  config_lib.parse([QUICK.split("=", 1)[1]], bindings)
-  cfgs = run.load_configs()
-  mesh = run.build_mesh(cfgs.mesh)
-  program = steps.build_program(cfgs.setup, mesh)
-  params, opt_state = steps.abstract_train_args(program, cfgs.setup, mesh)[:2]
+  loaded = api.load([QUICK.split("=", 1)[1]], bindings)
+  cfgs, mesh = loaded.configs, loaded.mesh
+  params, opt_state = steps.abstract_train_args(loaded.program, cfgs.setup, mesh)[:2]
   zeros = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype), s.sharding),
                        {"params": params, "opt_state": opt_state})
   ckpt = Checkpointer(run_dir / "checkpoints", every=1)
@@ -182,10 +190,9 @@ def _save_zero_checkpoint(run_dir: pathlib.Path, bindings: list[str]) -> None:
 
 def _write_run_record(run_dir: pathlib.Path, bindings: list[str]) -> None:
   """The run.json a quickstart run under `bindings` leaves (its identity; no attempt ended)."""
-  config_lib.parse([QUICK.split("=", 1)[1]], bindings)
-  cfgs = run.load_configs()
-  claim = run_folder.claim(run_dir, run.identity(cfgs), "train",
-                           run._placement(cfgs, run.build_mesh(cfgs.mesh)), {"steps": 4}, True)
+  loaded = api.load([QUICK.split("=", 1)[1]], bindings)
+  claim = run_folder.claim(run_dir, run.identity(loaded.configs), "train",
+                           run._placement(loaded.configs, loaded.mesh), {"steps": 4}, True)
   run_folder.save_record(claim)
   gin.clear_config()
 

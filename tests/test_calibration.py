@@ -5,6 +5,9 @@ import sys
 
 import pytest
 
+from harness import api
+from harness.aot.entry import run_aot_mode
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 import calibration  # pylint: disable=g-import-not-at-top,wrong-import-position
 import calibration_points  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -120,14 +123,10 @@ def test_shipped_points_are_consistent():
 
 
 def test_reanalysis_of_saved_hlo_reproduces_the_report(tmp_path):
-  from harness import config as config_lib  # pylint: disable=g-import-not-at-top
-  from harness import run as run_lib  # pylint: disable=g-import-not-at-top
-  from harness.aot.entry import run_aot_mode  # pylint: disable=g-import-not-at-top
-  config_lib.parse(["quickstart.gin", "hardware/tpu_async_a2a.gin"], [
+  report = run_aot_mode(api.load(["quickstart.gin", "hardware/tpu_async_a2a.gin"], [
       "run.mode = 'aot'", f"run.output_dir = '{tmp_path}'", "run.run_name = 'aot'",
       "aot.topology = 'v5p:2x2x2'", "aot.step = 'eval'", "model.num_layers = 1",
-      "mesh.data = 2"])
-  report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
+      "mesh.data = 2"], abstract=True))
   saved = json.loads((tmp_path / "aot" / "aot.json").read_text())
   again = calibration.reanalyze(saved, str(tmp_path / "aot" / "aot_hlo.txt"))
   assert again["predicted_step_s"] == pytest.approx(report["predicted_step_s"], rel=1e-12)

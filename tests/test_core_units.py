@@ -1,12 +1,14 @@
 """Small pure pieces of the core: mesh sizes, sharding rule, data, schedules, RoPE, flags."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from harness import configurables as C
-from harness import data, diffusion, mesh, run, sharding
+from harness import configs as C
+from harness import data, diffusion, mesh, sharding
 from harness.model import rope
 
 
@@ -26,7 +28,7 @@ def test_axis_size_errors(sizes, message):
 
 
 def test_abstract_mesh_needs_no_devices_when_sizes_are_explicit():
-  m = run.abstract_mesh(C.MeshConfig(data=2, fsdp=4, context=16, tensor=1))
+  m = C.MeshConfig(data=2, fsdp=4, context=16, tensor=1).abstract()
   assert dict(m.shape) == {"data": 2, "fsdp": 4, "context": 16, "tensor": 1}
 
 
@@ -69,8 +71,7 @@ def test_rope_preserves_norm_and_depends_on_relative_position():
 
 def test_libtpu_flags_go_to_the_environment_without_overriding_the_user(monkeypatch):
   monkeypatch.setenv("LIBTPU_INIT_ARGS", "--xla_tpu_enable_async_all_to_all=false")
-  run.apply_libtpu_flags(["--xla_tpu_enable_async_all_to_all=true",
-                          "--xla_tpu_overlap_compute_collective_tc=true"])
-  import os
+  C.HardwareConfig(libtpu_flags=("--xla_tpu_enable_async_all_to_all=true",
+                                  "--xla_tpu_overlap_compute_collective_tc=true")).apply()
   assert os.environ["LIBTPU_INIT_ARGS"] == ("--xla_tpu_enable_async_all_to_all=false "
                                             "--xla_tpu_overlap_compute_collective_tc=true")

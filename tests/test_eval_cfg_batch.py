@@ -3,8 +3,7 @@ import json
 
 import pytest
 
-from harness import config as config_lib
-from harness import run
+from harness import api, run
 from harness.aot.entry import run_aot_mode
 
 TINY = ["models/tiny.gin", "attention/ulysses_chunked.gin", "hardware/cpu8.gin"]
@@ -42,15 +41,14 @@ def test_eval_needs_the_cfg_pair_to_divide(tmp_path):
 
 
 def test_aot_eval_step_takes_batch_1_on_data_2(tmp_path):
-  config_lib.parse(["quickstart.gin", "hardware/tpu_async_a2a.gin"], [
+  report = run_aot_mode(api.load(["quickstart.gin", "hardware/tpu_async_a2a.gin"], [
       "run.mode = 'aot'", f"run.output_dir = '{tmp_path}'", "run.run_name = 'aot'",
       "aot.topology = 'v5p:2x2x1'", "aot.step = 'eval'", "model.num_layers = 1",
-      "run.batch_size = 1", "mesh.data = 2"])
-  report = run_aot_mode(run.load_configs(), run.build_mesh)
+      "run.batch_size = 1", "mesh.data = 2"], abstract=True))
   assert report["mesh"]["data"] == 2 and report["mesh"]["context"] == 2
   assert report["fits_hbm"] is True and report["collectives"]["all-to-all"]["count"] > 0
-  config_lib.parse(["quickstart.gin"], [
-      "run.mode = 'aot'", f"run.output_dir = '{tmp_path}'", "run.run_name = 'aot_train'",
-      "aot.topology = 'v5p:2x2x1'", "aot.step = 'train'", "run.batch_size = 1", "mesh.data = 2"])
   with pytest.raises(ValueError, match=r"^run\.batch_size=1 is not divisible"):
-    run_aot_mode(run.load_configs(), run.build_mesh)
+    api.load(["quickstart.gin"], [
+        "run.mode = 'aot'", f"run.output_dir = '{tmp_path}'", "run.run_name = 'aot_train'",
+        "aot.topology = 'v5p:2x2x1'", "aot.step = 'train'", "run.batch_size = 1",
+        "mesh.data = 2"], abstract=True)

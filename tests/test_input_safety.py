@@ -1,6 +1,7 @@
 """Input that could run code, write elsewhere or listen on the network is refused or confined."""
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import socket
@@ -12,8 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from harness import config as config_lib
-from harness import configurables as C
+from harness import gin_config as config_lib
 from harness import mesh as mesh_lib
 from launch import gin_static
 
@@ -68,6 +68,19 @@ def test_an_include_is_not_looked_up_by_importing_packages(hostile_cwd):
   assert not (hostile_cwd / "MARKER").exists() and "pkgx" not in sys.modules
 
 
+def test_parsing_quiets_gin_search_misses_only_while_it_parses(caplog):
+  """gin logs each search-path miss on the root logger; the filter lives only during a parse."""
+  before = list(logging.getLogger().filters)
+  assert not any(isinstance(f, config_lib._QuietSearch) for f in before)  # none at import
+  config_lib.parse([QUICK], [])
+  assert logging.getLogger().filters == before
+  with config_lib.project_imports_only():
+    logging.error("Path not found: %s", "x.gin")
+    logging.error("kept")
+  logging.error("Path not found: %s", "after.gin")
+  assert [r.getMessage() for r in caplog.records] == ["kept", "Path not found: after.gin"]
+
+
 def test_project_modules_may_still_be_imported():
   config_lib.parse([QUICK], ["import harness.suggest", "from harness import suggest"])
 
@@ -115,7 +128,8 @@ def test_macros_defined_anywhere_are_accepted(tmp_path):
   (tmp_path / "uses.gin").write_text(
       f"include '{tmp_path / 'inc.gin'}'\nrun.steps = %STEPS\nmodel.num_layers = %LAYERS\n")
   config_lib.parse([QUICK, str(tmp_path / "uses.gin")], ["STEPS = 3"])
-  assert C.run().steps == 3 and C.model().num_layers == 1
+  cfgs = config_lib.read_configs()
+  assert cfgs.run.steps == 3 and cfgs.model.num_layers == 1
 
 
 def test_an_undefined_macro_in_a_file_suggests_a_defined_one(tmp_path):

@@ -10,7 +10,7 @@ from flax import nnx
 from harness.attention import context_parallel_attention
 from harness.attention import layout
 from harness.attention.pipelined import pipelined_self_attention
-from harness.configurables import AttentionConfig
+from harness.configs import AttentionConfig
 from harness.mesh import make_mesh
 from harness.model import DiT, DiTConfig
 from harness.model.block import Attention, Runtime

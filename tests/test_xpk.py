@@ -184,7 +184,7 @@ def test_run_without_tpu_type_or_with_a_line_break_is_refused(tmp_path, capsys):
 def test_libtpu_flags_come_from_the_hardware_gin(tmp_path, monkeypatch):
   (tmp_path / "flags.gin").write_text(
       "FLAGS = ['--xla_tpu_enable_async_all_to_all=true', '--xla_tpu_overlap_compute_collective_tc=true']\n"
-      "aot.libtpu_flags = %FLAGS\n")
+      "hardware.libtpu_flags = %FLAGS\naot.libtpu_flags = ['--xla_aot_only=1']\n")
   (tmp_path / "hw.gin").write_text("include 'flags.gin'\naot.topology = 'v5p:2x2x2'\n")
   monkeypatch.chdir(tmp_path)
   assert xpk.libtpu_init_args(["hw.gin"]) == (
@@ -192,9 +192,10 @@ def test_libtpu_flags_come_from_the_hardware_gin(tmp_path, monkeypatch):
   assert xpk.libtpu_init_args(["flags.gin", "nope.gin"]) is not None
   (tmp_path / "none.gin").write_text("aot.topology = 'v5p:2x2x2'\n")
   assert xpk.libtpu_init_args(["none.gin"]) is None
-  assert xpk.libtpu_init_args(["hw.gin"], ["aot.libtpu_flags = {'xla_a': True, '--b': 3}"]) == (
+  assert xpk.libtpu_init_args(["hw.gin"], ["hardware.libtpu_flags = {'xla_a': True, '--b': 3}"]) == (
       "--xla_a=true --b=3")
-  assert xpk.libtpu_init_args(["none.gin"], ["aot.libtpu_flags = '--c=1'"]) == "--c=1"
+  assert xpk.libtpu_init_args(["none.gin"], ["hardware.libtpu_flags = '--c=1'"]) == "--c=1"
+  assert xpk.libtpu_init_args(["none.gin"], ["aot.libtpu_flags = '--c=1'"]) is None
 
 
 # Stands in for the xpk executable: `create` runs the workload's command at once (with a fake

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from harness.errors import UserError
+
 _FLAG_RE = re.compile(r"--([A-Za-z0-9_]+)=(\S+)")
 
 
-def parse_flags(flags: Sequence[str] | str | None) -> dict[str, str]:
+def parse_flags(flags: Sequence[str] | str | None,
+                binding: str = "aot.libtpu_flags") -> dict[str, str]:
   """['--a=true', '--b=1'] or '--a=true --b=1' -> {'a': 'true', 'b': '1'} (order kept)."""
   if not flags:
     return {}
@@ -22,7 +25,7 @@ def parse_flags(flags: Sequence[str] | str | None) -> dict[str, str]:
   for item in items:
     m = _FLAG_RE.fullmatch(item)
     if not m:
-      raise ValueError(f"aot.libtpu_flags: {item!r} is not of the form '--xla_name=value'")
+      raise UserError(f"{binding}: {item!r} is not of the form '--xla_name=value'")
     parsed[m.group(1)] = m.group(2)
   return parsed
 
@@ -37,9 +40,9 @@ def libtpu_init_args(flags: Sequence[str] | str | None) -> str:
   return " ".join(f"--{k}={v}" for k, v in parse_flags(flags).items())
 
 
-def flag_list(flags: Sequence[str] | str | None) -> list[str]:
+def flag_list(flags: Sequence[str] | str | None, binding: str = "aot.libtpu_flags") -> list[str]:
   """Normalised '--name=value' strings, as recorded in aot.json."""
-  return [f"--{k}={v}" for k, v in parse_flags(flags).items()]
+  return [f"--{k}={v}" for k, v in parse_flags(flags, binding).items()]
 
 
 def is_unknown_option_error(error: Exception) -> bool:

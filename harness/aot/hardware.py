@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Hardware:
@@ -94,5 +96,5 @@ HARDWARE = {
 def hardware_for(generation: str) -> Hardware:
   """The figures of a generation ('v4', 'v5e', 'v5p', 'v6e', 'tpu7x')."""
   if generation not in HARDWARE:
-    raise ValueError(f"aot.topology: no hardware figures for '{generation}'; known: {sorted(HARDWARE)}")
+    raise UserError(f"aot.topology: no hardware figures for '{generation}'; known: {sorted(HARDWARE)}")
   return HARDWARE[generation]

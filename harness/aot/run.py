@@ -15,6 +15,7 @@ from harness.aot import report as report_lib
 from harness.aot.analysis import analyze_hlo
 from harness.aot.native_stderr import quiet_libtpu
 from harness.aot.topology import Topology, get_topology
+from harness.errors import UserError
 
 _OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Ran out of memory", "out of memory")
 # libtpu's refusal: "... required for HLO temporaries (31.25G) exceeds available HBM (31.25G)."
@@ -50,7 +51,7 @@ def _compile(lowered, options: dict[str, str]):
   except Exception as e:  # pylint: disable=broad-except
     if flags_lib.is_unknown_option_error(e):
       first = str(e).strip().splitlines()[0]
-      raise ValueError(f"aot.libtpu_flags: libtpu rejected a flag ({first})") from e
+      raise UserError(f"aot.libtpu_flags: libtpu rejected a flag ({first})") from e
     raise
 
 
@@ -70,7 +71,7 @@ def compile_and_analyze(step_fn: Callable, abstract_args: Sequence[Any], topolog
   jitted = step_fn if hasattr(step_fn, "lower") else jax.jit(step_fn)
   try:
     compiled = _compile(jitted.lower(*abstract_args), options)
-  except ValueError:
+  except UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     if not any(m in str(e) for m in _OOM_MARKERS):

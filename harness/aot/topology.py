@@ -12,6 +12,7 @@ from jax.experimental import topologies
 
 from harness.aot.hardware import Hardware, hardware_for
 from harness.aot.native_stderr import quiet_libtpu
+from harness.errors import UserError
 
 _EXAMPLES = ("'v5p:2x2x2', 'v5p-16', 'v5e:2x4', 'v5litepod-8', 'v6e:2x4', 'v4:2x2x2', "
              "'tpu7x:2x2x1', 'tpu7x-8'")
@@ -50,8 +51,8 @@ class Topology:
     return tuple(full and d > 2 for d in self.dims)
 
 
-def _unknown(name: str) -> ValueError:
-  return ValueError(f"aot.topology={name!r} is not a known TPU topology; use e.g. {_EXAMPLES}")
+def _unknown(name: str) -> UserError:
+  return UserError(f"aot.topology={name!r} is not a known TPU topology; use e.g. {_EXAMPLES}")
 
 
 def parse_topology_name(name: str) -> tuple[str, tuple[int, ...]]:
@@ -77,7 +78,7 @@ def parse_topology_name(name: str) -> tuple[str, tuple[int, ...]]:
   return generation, table[count]
 
 
-class LibtpuMissingError(ValueError, RuntimeError):
+class LibtpuMissingError(UserError, RuntimeError):
   """libtpu is not installed: a setup mistake the CLI reports in one line (exit 2)."""
 
 
@@ -98,5 +99,5 @@ def get_topology(name: str) -> Topology:
                                           **_CHIP_CONFIG.get(generation, {}))
   except Exception as e:  # pylint: disable=broad-except
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ValueError(f"aot.topology={name!r}: libtpu rejected {canonical!r} ({first})") from e
+    raise UserError(f"aot.topology={name!r}: libtpu rejected {canonical!r} ({first})") from e
   return Topology(canonical, generation, dims, tuple(desc.devices), hardware_for(generation))

@@ -17,8 +17,8 @@ to q and k after their all-to-all. Values and
 gradients match the unpipelined path within float32 round-off, not bitwise: the sums of squares and
 the output projection are summed in another order.
 
-Experimental and off by default (`attention.pipelined_projections`): `python -m
-harness.aot.pipelined_study` measures the hidden all-to-all time it buys and the compute it costs
+Experimental and off by default (`attention.pipelined_projections`):
+`python experiments/aot_pipelined_study.py` measures the hidden all-to-all time it buys and the compute it costs
 (smaller matmuls, per-group copies of the weight columns).
 """
 from __future__ import annotations

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from harness.errors import UserError
 from harness.suggest import did_you_mean
 
 # The Wan VAE compresses time by 4 (keeping the first frame) and space by 8.
@@ -14,7 +15,7 @@ DTYPES = ("float32", "bfloat16")
 def _check_positive_int(binding: str, value: object) -> None:
   """Sizes divide and multiply token counts: 0, negatives or non-integers fail later obscurely."""
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"{binding}={value!r}: must be a positive integer")
+    raise UserError(f"{binding}={value!r}: must be a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +32,10 @@ class VideoConfig:
   def latent_shape(self, channels: int) -> tuple[int, int, int, int]:
     """(frames, height, width, channels) of the VAE latent."""
     if (self.frames - 1) % VAE_TIME_STRIDE:
-      raise ValueError(f"video.frames={self.frames}: must be 4k+1 (e.g. 5, 17, 81)")
+      raise UserError(f"video.frames={self.frames}: must be 4k+1 (e.g. 5, 17, 81)")
     for name, size in (("height", self.height), ("width", self.width)):
       if size % (2 * VAE_SPACE_STRIDE):
-        raise ValueError(f"video.{name}={size}: must be a multiple of 16")
+        raise UserError(f"video.{name}={size}: must be a multiple of 16")
     return ((self.frames - 1) // VAE_TIME_STRIDE + 1, self.height // VAE_SPACE_STRIDE,
             self.width // VAE_SPACE_STRIDE, channels)
 
@@ -64,17 +65,17 @@ class DiTConfig:
     patch = self.patch
     if (not isinstance(patch, (tuple, list)) or len(patch) != 3
         or any(isinstance(p, bool) or not isinstance(p, int) or p <= 0 for p in patch)):
-      raise ValueError(f"model.patch={patch!r}: must be 3 positive integers "
-                       "(frames, height, width), e.g. (1, 2, 2)")
+      raise UserError(f"model.patch={patch!r}: must be 3 positive integers "
+                      "(frames, height, width), e.g. (1, 2, 2)")
     object.__setattr__(self, "patch", tuple(patch))  # a gin list still hashes and compares
     if self.dim % self.num_heads:
-      raise ValueError(f"model.dim={self.dim} is not a multiple of model.num_heads={self.num_heads}")
+      raise UserError(f"model.dim={self.dim} is not a multiple of model.num_heads={self.num_heads}")
     if self.num_layers < 1:
-      raise ValueError(f"model.num_layers={self.num_layers}: must be >= 1")
+      raise UserError(f"model.num_layers={self.num_layers}: must be >= 1")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
-        raise ValueError(f"model.{name}={getattr(self, name)!r}: choose 'float32' or 'bfloat16'"
-                         f"{did_you_mean(getattr(self, name), DTYPES)}")
+        raise UserError(f"model.{name}={getattr(self, name)!r}: choose 'float32' or 'bfloat16'"
+                        f"{did_you_mean(getattr(self, name), DTYPES)}")
 
   @property
   def head_dim(self) -> int:
@@ -89,7 +90,7 @@ class DiTConfig:
     f, h, w, _ = video.latent_shape(self.in_channels)
     pf, ph, pw = self.patch
     if f % pf or h % ph or w % pw:
-      raise ValueError(f"latent {f}x{h}x{w} is not divisible by model.patch={self.patch}")
+      raise UserError(f"latent {f}x{h}x{w} is not divisible by model.patch={self.patch}")
     return f // pf, h // ph, w // pw
 
   def num_tokens(self, video: VideoConfig) -> int:

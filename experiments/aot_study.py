@@ -1,7 +1,7 @@
 """Predicted gain of head-chunked Ulysses over single-shot for one WAN self-attention layer.
 
-  python -m harness.aot.study --out experiments/results/aot_wan_attention.md
-  python -m harness.aot.study --full_model --out experiments/results/aot_wan_full_model.md
+  python experiments/aot_study.py --out experiments/results/aot_wan_attention.md
+  python experiments/aot_study.py --full_model --out experiments/results/aot_wan_full_model.md
 
 compiles the layer's attention (forward, bf16, q/k/v [1, tokens, 40, 128] sharded over 'context')
 for each topology and chunk count with the async all-to-all flag set, and writes a markdown table;
@@ -10,67 +10,23 @@ for each topology and chunk count with the async all-to-all flag set, and writes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+import jax  # noqa: E402  pylint: disable=wrong-import-position
 
-from harness.aot import gain as gain_lib
-from harness.aot.run import compile_and_analyze
-from harness.aot.topology import get_topology
-
-ASYNC_A2A = ("--xla_tpu_enable_async_all_to_all=true",
-             "--xla_tpu_overlap_compute_collective_tc=true")
-# WAN 2.2 A14B (each expert) / Wan 2.1 14B: 40 heads x 128. Tokens at 81 frames: 720p and 480p.
-TOKENS = {"720p": 75_600, "480p": 32_760}
-TOPOLOGIES = {8: "v5p:2x2x2", 16: "v5p:2x2x4", 32: "v5p:2x4x4"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """One self-attention layer: q/k/v [1, tokens, heads, head_dim] over `context` chips of v5p."""
-  tokens: int
-  context: int
-  chunks: int
-  heads: int = 40
-  head_dim: int = 128
-
-
-def _attention(topology, case: Case, kernel: str):
-  from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
-  from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
-  mesh = make_mesh(context=case.context, devices=topology.devices)
-  spec = NamedSharding(mesh, P(("data", "fsdp"), "context"))
-  # Token counts are padded to a multiple of the degree so the global arrays can be sharded.
-  tokens = -(-case.tokens // case.context) * case.context
-  x = jax.ShapeDtypeStruct((1, tokens, case.heads, case.head_dim), jnp.bfloat16, sharding=spec)
-  pad = case.heads % case.context != 0
-  fn = lambda q, k, v: context_parallel_attention(q, k, v, mesh=mesh, variant="ulysses",
-                                                  num_chunks=case.chunks, kernel=kernel,
-                                                  pad_heads=pad)
-  return fn, (x, x, x)
-
-
-def run_case(case: Case, kernel: str, flags=ASYNC_A2A) -> dict:
-  """AOT report for one case, plus its wall-clock compile time."""
-  topology = get_topology(TOPOLOGIES[case.context])
-  fn, args = _attention(topology, case, kernel)
-  start = time.perf_counter()
-  report, _ = compile_and_analyze(fn, args, topology, flags)
-  report["wall_s"] = time.perf_counter() - start
-  return report
-
-
-def max_chunks(heads: int, context: int) -> int:
-  """Head units of `context` heads after padding: the valid chunk counts are 1..this."""
-  return -(-heads // context)
+from harness import api, gin_config  # noqa: E402  pylint: disable=wrong-import-position
+from harness.aot import gain as gain_lib  # noqa: E402  pylint: disable=wrong-import-position
+from harness.aot.cases import (  # noqa: E402  pylint: disable=wrong-import-position
+    ASYNC_A2A, TOKENS, TOPOLOGIES, Case, max_chunks, run_case)
+from harness.aot.entry import run_aot_mode  # noqa: E402  pylint: disable=wrong-import-position
+from harness.aot.topology import get_topology  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _row(label: str, report: dict, base: dict) -> str:
@@ -125,25 +81,19 @@ FULL_MODEL_FILES = ("models/wan2_2_a14b.gin", "video/720p.gin", "attention/ulyss
 
 def run_full_model(topology: str, chunks: int, kernel: str, out_dir: str) -> dict:
   """AOT report of the full 40-layer WAN 2.2 A14B eval (guided denoising) step at 720p."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from harness import config as config_lib  # pylint: disable=g-import-not-at-top
-  from harness import run as run_lib  # pylint: disable=g-import-not-at-top
-  from harness.aot.entry import run_aot_mode  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  config_lib.parse(FULL_MODEL_FILES, [
+  gin_config.clear()
+  start = time.perf_counter()
+  report = run_aot_mode(api.load(FULL_MODEL_FILES, [
       "run.mode = 'aot'", f"run.output_dir = '{out_dir}'", f"run.run_name = 'c{chunks}'",
       "run.batch_size = 1", f"aot.topology = '{topology}'", "aot.step = 'eval'",
-      f"attention.kernel = '{kernel}'", f"attention.num_chunks = {chunks}"])
-  start = time.perf_counter()
-  report = run_aot_mode(run_lib.load_configs(), run_lib.build_mesh)
+      f"attention.kernel = '{kernel}'", f"attention.num_chunks = {chunks}"], abstract=True))
   report["wall_s"] = time.perf_counter() - start
-  gin.clear_config()
+  gin_config.clear()
   return report
 
 
 def full_model_study(topologies, chunk_counts, kernel: str) -> str:
   """Markdown with one table per topology for the full model's eval step."""
-  import tempfile  # pylint: disable=g-import-not-at-top
   lines, out_dir = [], tempfile.mkdtemp(prefix="aot_full_model_")
   for topology in topologies:
     context = get_topology(topology).num_chips
@@ -181,7 +131,7 @@ def main(argv=None) -> None:
     body = study(args.resolutions.split(","), [int(c) for c in args.contexts.split(",")],
                  args.kernel, args.max_chunks)
   header = (f"# Predicted gain of head-chunked Ulysses (AOT, no TPU)\n\nGenerated "
-            f"{datetime.date.today()} by `python -m harness.aot.study "
+            f"{datetime.date.today()} by `python experiments/aot_study.py "
             f"{' '.join(argv or sys.argv[1:])}` with jax {jax.__version__}; flags "
             f"{' '.join(ASYNC_A2A)}. Model and assumptions: docs/aot.md.\n\n")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -1,6 +1,6 @@
 """Hidden all-to-all time with the projections whole vs pipelined per head group (AOT, v5p-8).
 
-  python -m harness.aot.pipelined_study [--step layer|eval|train] --chunks 1 2 4 5 [--out F.md]
+  python experiments/aot_pipelined_study.py [--step layer|eval|train] --chunks 1 2 4 5 [--out F.md]
 
 `--step layer` compiles the forward of one WAN 2.2 A14B self-attention layer with its projections
 (q/k/v/o Linear, RMSNorm over the full width, 3D RoPE; bf16; x [1, tokens, 5120], 40 heads x 128
@@ -17,14 +17,22 @@ import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top
-from flax import nnx  # pylint: disable=g-import-not-at-top
-from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+# pylint: disable=wrong-import-position
+import jax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from harness.aot.run import compile_and_analyze  # pylint: disable=g-import-not-at-top
-from harness.aot.study import ASYNC_A2A  # pylint: disable=g-import-not-at-top
-from harness.aot.topology import get_topology  # pylint: disable=g-import-not-at-top
+from harness import api, gin_config  # noqa: E402
+from harness.aot.cases import ASYNC_A2A  # noqa: E402
+from harness.aot.run import compile_and_analyze  # noqa: E402
+from harness.aot.topology import get_topology  # noqa: E402
+from harness.attention import context_parallel_attention  # noqa: E402
+from harness.attention import pipelined as pipelined_lib  # noqa: E402
+from harness.mesh import make_mesh  # noqa: E402
+from harness.model.block import Attention  # noqa: E402
+from harness.model.config import DiTConfig  # noqa: E402
 
 # 720p x 81 frames: 21 x 45 x 80 tokens after the (1, 2, 2) patch.
 GRIDS = {"720p": (21, 45, 80), "480p": (21, 30, 52)}
@@ -33,11 +41,6 @@ GRIDS = {"720p": (21, 45, 80), "480p": (21, 30, 52)}
 def _layer(topology, grid, chunks: int, kernel: str, pipelined: bool, packed_qkv: bool = False,
            dim=5120, heads=40):
   """(fn, abstract args) for one self-attention layer on a cp=8 mesh."""
-  from harness.attention import context_parallel_attention  # pylint: disable=g-import-not-at-top
-  from harness.attention import pipelined as pipelined_lib  # pylint: disable=g-import-not-at-top
-  from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
-  from harness.model.block import Attention  # pylint: disable=g-import-not-at-top
-  from harness.model.config import DiTConfig  # pylint: disable=g-import-not-at-top
   mesh = make_mesh(context=8, devices=topology.devices)
   cfg = DiTConfig(dim=dim, num_heads=heads, dtype="bfloat16", param_dtype="bfloat16")
   graphdef, state = nnx.split(nnx.eval_shape(lambda: Attention(cfg, nnx.Rngs(0))))
@@ -68,34 +71,29 @@ def a2a_hidden_fraction(report: dict) -> tuple[float, float]:
   return (hidden / comm if comm else 0.0), comm
 
 
-def _model_step(topology, resolution: str, step: str, chunks: int, kernel: str, pipelined: bool,
-                packed_qkv: bool = False):
-  """(fn, abstract args) of the 40-layer WAN 2.2 A14B eval or train step, as `run.mode='aot'`."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from harness import config, run  # pylint: disable=g-import-not-at-top
-  from harness.aot import entry  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  config.parse(["models/wan2_2_a14b.gin", f"video/{resolution}.gin"],
-               [f"mesh.context={len(topology.devices)}", f"attention.kernel={kernel!r}",
-                "attention.pad_heads=True",
-                f"attention.num_chunks={chunks}", f"attention.packed_qkv={packed_qkv}",
-                f"attention.pipelined_projections={pipelined}"])
-  cfgs = run.load_configs()
-  mesh = run.build_mesh(cfgs.mesh, devices=topology.devices)
-  run.validate(cfgs, mesh)
-  return entry.step_and_args(cfgs, mesh, step)
+def _model_step(topology_name: str, resolution: str, step: str, chunks: int, kernel: str,
+                pipelined: bool, packed_qkv: bool = False) -> api.Loaded:
+  """The 40-layer WAN 2.2 A14B eval or train step, as `run.mode='aot'` loads it; its 'context'
+  axis spans every chip of the topology."""
+  gin_config.clear()
+  return api.load(["models/wan2_2_a14b.gin", f"video/{resolution}.gin"],
+                  ["mesh.context=-1", f"attention.kernel={kernel!r}", "attention.pad_heads=True",
+                   f"attention.num_chunks={chunks}", f"attention.packed_qkv={packed_qkv}",
+                   f"attention.pipelined_projections={pipelined}",
+                   f"aot.topology={topology_name!r}", f"aot.step={step!r}"], abstract=True)
 
 
 def run_case(step: str, resolution: str, frames: int | None, chunks: int, kernel: str,
              pipelined: bool, packed_qkv: bool = False, topology_name: str = "v5p:2x2x2") -> dict:
   """Compiles one case; the report gains `a2a_hidden_fraction`, `a2a_s` and `wall_s`."""
-  topology = get_topology(topology_name)  # the model step's 'context' spans all its chips
   if step == "layer":
+    topology = get_topology(topology_name)
     grid = GRIDS[resolution]
     grid = (frames or grid[0], grid[1], grid[2])
     fn, args = _layer(topology, grid, chunks, kernel, pipelined, packed_qkv)
   else:
-    fn, args = _model_step(topology, resolution, step, chunks, kernel, pipelined, packed_qkv)
+    loaded = _model_step(topology_name, resolution, step, chunks, kernel, pipelined, packed_qkv)
+    topology, (fn, args) = loaded.topology, loaded.abstract_step()
   start = time.perf_counter()
   report, hlo = compile_and_analyze(fn, args, topology, ASYNC_A2A)
   report["wall_s"] = time.perf_counter() - start
