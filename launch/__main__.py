@@ -80,9 +80,8 @@ def launch(args: argparse.Namespace, start: float) -> int:
   runs = sorted(sweep.select(runs, args.only), key=lambda run: run.repeat)
   results_dir = args.results_dir or f"results/{spec.name}"
   opts = _xpk_options(args) if args.backend == "xpk" else None
-  if not args.skip_binding_check and not sweep.check_bindings(runs):
-    print("warning: harness.gin_config.check_bindings unavailable; bindings not validated",
-          file=sys.stderr)
+  if not args.skip_binding_check:
+    sweep.check_bindings(runs)
   if args.backend == "xpk":
     output_dir = args.output_dir or results_dir
     if args.dry_run:

@@ -9,6 +9,7 @@ import json
 import pathlib
 from typing import Any, Sequence
 
+from harness import gin_config
 from launch import gin_static, names
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -218,19 +219,15 @@ def select(runs: list[Run], only: str | None) -> list[Run]:
   return chosen
 
 
-def check_bindings(runs: Sequence[Run]) -> bool:
-  """Asks the harness whether every run's gin files and bindings exist; False if it cannot."""
-  try:
-    from harness.gin_config import check_bindings as harness_check  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return False
+def check_bindings(runs: Sequence[Run]) -> None:
+  """Asks the harness whether every run's gin files and bindings exist; one line if not."""
   checked = set()
   for run in runs:
     if (run.gin_files, run.bindings) in checked:
       continue
     checked.add((run.gin_files, run.bindings))
     try:
-      harness_check(list(run.gin_files), [*run.bindings, f"run.run_name = {run.name!r}"])
+      gin_config.check_bindings(list(run.gin_files),
+                                [*run.bindings, f"run.run_name = {run.name!r}"])
     except ValueError as err:
       raise ValueError(f"run {run.name}: {str(err).splitlines()[0]}") from None
-  return True

@@ -158,14 +158,13 @@ def test_axis_tokens():
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in sweep.REPO_ROOT.glob("experiments/*.gin")))
 def test_every_shipped_experiment_passes_the_harness_check(path):
-  pytest.importorskip("harness.gin_config")
   benchmarks = bench.load_bench(path)
   if benchmarks is not None:  # a benchmark file names scripts, not harness runs
     for _, argv in benchmarks.scripts:
       assert (sweep.REPO_ROOT / argv[0]).is_file(), argv
     return
   spec = sweep.load_experiment(path)
-  assert sweep.check_bindings(sweep.expand(spec, modes=("train", "aot"))) is True
+  sweep.check_bindings(sweep.expand(spec, modes=("train", "aot")))  # raises on a mistake
 
 
 def test_shipped_experiments_expand():
@@ -179,7 +178,6 @@ def test_shipped_experiments_expand():
 
 
 def test_unknown_binding_is_caught_before_running(tmp_path):
-  pytest.importorskip("harness.gin_config")
   spec = _load(tmp_path, "sweep.grid = {'attention.num_chunkz': [1, 2]}")
   with pytest.raises(ValueError, match=(
       r"^run exp-nc1: Configurable 'attention' doesn't have a parameter named 'num_chunkz'")) as info:
@@ -188,7 +186,6 @@ def test_unknown_binding_is_caught_before_running(tmp_path):
 
 
 def test_known_bindings_pass_the_harness_check(tmp_path):
-  pytest.importorskip("harness.gin_config")
   spec = _load(tmp_path, BASIC)
-  assert sweep.check_bindings(sweep.expand(spec)) is True
+  sweep.check_bindings(sweep.expand(spec))  # raises on a mistake
   assert shlex.split(shlex.join(spec.bindings)) == list(spec.bindings)
