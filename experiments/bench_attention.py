@@ -27,7 +27,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from harness import benchmark  # noqa: E402
-from harness import mesh_axes  # noqa: E402
+from harness import mesh as mesh_lib  # noqa: E402
 from harness.attention import context_parallel_attention  # noqa: E402
 from harness.mesh import make_mesh  # noqa: E402
 
@@ -36,7 +36,7 @@ BLOCK = 4  # calls per timed block
 
 def build(mesh, args, num_chunks: int):
   """A compiled fwd+bwd of one attention call and its sharded inputs."""
-  spec = NamedSharding(mesh, P(mesh_axes.BATCH_AXES, mesh_axes.CONTEXT))
+  spec = NamedSharding(mesh, P(mesh_lib.BATCH_AXES, mesh_lib.CONTEXT))
   shape = (args.batch, args.seq, args.heads, args.head_dim)
   keys = jax.random.split(jax.random.key(0), 4)
   inputs = [jax.device_put(jax.random.normal(key, shape, jnp.float32), spec) for key in keys]

@@ -20,13 +20,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from harness import benchmark, mesh_axes  # noqa: E402
+from harness import benchmark  # noqa: E402
+from harness import mesh as mesh_lib  # noqa: E402
 from harness.attention import context_parallel_attention  # noqa: E402
 from harness.mesh import make_mesh  # noqa: E402
 
 
 def temp_bytes(mesh, seq: int, num_chunks: int) -> int:
-  spec = NamedSharding(mesh, P(mesh_axes.BATCH_AXES, mesh_axes.CONTEXT))
+  spec = NamedSharding(mesh, P(mesh_lib.BATCH_AXES, mesh_lib.CONTEXT))
   arg = jax.ShapeDtypeStruct((2, seq, 16, 64), jnp.float32, sharding=spec)
 
   def loss(q, k, v):

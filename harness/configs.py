@@ -22,7 +22,7 @@ from harness.aot import flags as flags_lib
 from harness.aot import topology as topology_lib
 from harness.data import DataSpec
 from harness.errors import UserError
-from harness.mesh_axes import AXES
+from harness.mesh import AXES
 from harness.model.config import DiTConfig, VideoConfig
 from harness.profiling import ProfilerWindow
 from harness.suggest import did_you_mean

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from harness.sharding import batch_sharding
+from harness.mesh import batch_sharding
 
 NUM_CLASSES = 8
 

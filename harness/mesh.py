@@ -1,4 +1,5 @@
-"""Device mesh with axes (data, fsdp, context, tensor) from plain sizes."""
+"""The device mesh: its axis names, building it from plain sizes, joining a multi-process job, and
+where arrays live on it (batch over data and fsdp, sequence over context, params over fsdp)."""
 from __future__ import annotations
 
 import math
@@ -10,10 +11,17 @@ import jax
 import numpy as np
 from jax._src import xla_bridge  # the public API has no 'is the backend up' query
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from harness.errors import UserError
-from harness.mesh_axes import AXES
+
+# The four axes of every mesh, in order; the batch is split over the first two.
+DATA = "data"
+FSDP = "fsdp"
+CONTEXT = "context"
+TENSOR = "tensor"
+AXES = (DATA, FSDP, CONTEXT, TENSOR)
+BATCH_AXES = (DATA, FSDP)
 
 
 def resolve_axis_sizes(sizes: dict[str, int], num_devices: int) -> dict[str, int]:
@@ -137,3 +145,43 @@ def init_distributed(coordinator_address: str | None, num_processes: int | None,
   else:
     jax.distributed.initialize(initialization_timeout=init_timeout_s,
                                heartbeat_timeout_seconds=heartbeat_timeout_s)
+
+
+def batch_sharding(mesh: Mesh, ndim: int, batch: int | None = None) -> NamedSharding:
+  """Leading batch axis split over data and fsdp, the rest replicated.
+
+  A `batch` that does not split stays replicated: an eval batch of 1 on mesh.data=2 is doubled
+  into the CFG pair inside the step, and that pair is what the data axes share.
+  """
+  ways = mesh.shape[BATCH_AXES[0]] * mesh.shape[BATCH_AXES[1]]
+  batch_axes = None if batch is not None and batch % ways else BATCH_AXES
+  return NamedSharding(mesh, P(batch_axes, *([None] * (ndim - 1))))
+
+
+def activation_sharding(mesh: Mesh) -> NamedSharding:
+  """[batch, tokens, width] activations: tokens split over 'context'."""
+  return NamedSharding(mesh, P(BATCH_AXES, CONTEXT, None))
+
+
+def param_spec(shape: tuple[int, ...], fsdp: int, stacked: bool) -> P:
+  """Shards the largest non-layer dimension that fsdp divides; small arrays stay replicated."""
+  spec = [None] * len(shape)
+  first = 1 if stacked else 0
+  dims = sorted(range(first, len(shape)), key=lambda i: -shape[i])
+  if fsdp > 1 and len(shape) - first >= 2:
+    for i in dims:
+      if shape[i] % fsdp == 0:
+        spec[i] = FSDP
+        break
+  return P(*spec)
+
+
+def param_shardings(abstract_params, mesh: Mesh):
+  """NamedShardings for a params pytree; arrays under 'blocks' carry a leading layer axis."""
+  fsdp = mesh.shape[FSDP]
+
+  def one(path, leaf):
+    stacked = any(getattr(k, "key", None) == "blocks" for k in path)
+    return NamedSharding(mesh, param_spec(tuple(leaf.shape), fsdp, stacked))
+
+  return jax.tree_util.tree_map_with_path(one, abstract_params)

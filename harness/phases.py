@@ -16,7 +16,7 @@ from tqdm import tqdm
 from harness import diffusion
 from harness.checkpoint import Checkpointer
 from harness.data import make_batch_fn
-from harness.sharding import batch_sharding
+from harness.mesh import batch_sharding
 from harness.steps import abstract_train_args
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from harness import diffusion
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import cross_attention
 from harness.attention import plan_attention
 from harness.attention import planned_attention
@@ -23,12 +23,12 @@ from harness.configs import AttentionConfig, Setup, UserError
 from harness.data import batch_shardings
 from harness.model import DiT, DiTConfig
 from harness.model.block import Runtime
-from harness.sharding import activation_sharding, batch_sharding, param_shardings
+from harness.mesh import activation_sharding, batch_sharding, param_shardings
 
 
 def plan_self_attention(attn: AttentionConfig, mesh: Mesh, heads: int) -> AttentionPlan:
   """The model's self-attention plan (kv heads = heads): checked once, before any tracing."""
-  return plan_attention(heads=heads, kv_heads=heads, context=mesh.shape[mesh_axes.CONTEXT],
+  return plan_attention(heads=heads, kv_heads=heads, context=mesh.shape[mesh_lib.CONTEXT],
                         variant=attn.variant, num_chunks=attn.num_chunks,
                         ulysses_degree=attn.ulysses_degree, kernel=attn.kernel,
                         packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,

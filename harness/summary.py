@@ -11,7 +11,7 @@ from harness import flops as flops_lib
 from harness import gin_config
 from harness import metrics, outputs, steps, versions
 from harness.outputs import Attention, Devices, EvalSummary, Summary, TimeStats, TraceReport
-from harness.sharding import param_shardings
+from harness.mesh import param_shardings
 
 
 def _human(n: float, unit: str = "") -> str:

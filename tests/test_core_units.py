@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from harness import configs as C
-from harness import data, diffusion, mesh, sharding
+from harness import data, diffusion, mesh
 from harness.model import rope
 
 
@@ -33,10 +33,10 @@ def test_abstract_mesh_needs_no_devices_when_sizes_are_explicit():
 
 
 def test_param_spec_shards_largest_fsdp_divisible_dim():
-  assert sharding.param_spec((40, 5120, 13824), fsdp=4, stacked=True) == P(None, None, "fsdp")
-  assert sharding.param_spec((40, 5120), fsdp=4, stacked=True) == P(None, None)  # a bias
-  assert sharding.param_spec((8, 30), fsdp=4, stacked=False) == P("fsdp", None)
-  assert sharding.param_spec((5120, 64), fsdp=1, stacked=False) == P(None, None)
+  assert mesh.param_spec((40, 5120, 13824), fsdp=4, stacked=True) == P(None, None, "fsdp")
+  assert mesh.param_spec((40, 5120), fsdp=4, stacked=True) == P(None, None)  # a bias
+  assert mesh.param_spec((8, 30), fsdp=4, stacked=False) == P("fsdp", None)
+  assert mesh.param_spec((5120, 64), fsdp=1, stacked=False) == P(None, None)
 
 
 def test_synthetic_batch_is_a_pure_function_of_the_step():

@@ -105,3 +105,11 @@ def test_no_function_local_imports_but_optional_heavy_ones():
         if not all(t.split(".")[0] in OPTIONAL for t in targets):
           found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
   assert found == []
+
+
+def test_leaf_modules_import_nothing_from_the_project():
+  graph = _graph()
+  assert graph["harness.attention.types"] == set()
+  assert graph["harness.errors"] == set()
+  assert {"harness.attention.blockwise", "harness.attention.splash"} <= graph[
+      "harness.attention.kernels"]  # the edges that once closed a cycle

@@ -1,5 +1,4 @@
 """XPK backend: commands xpk 1.16's own parser accepts, safe quoting, and a fake-xpk sweep."""
-import contextlib
 import fcntl
 import json
 import os

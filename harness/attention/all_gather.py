@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
@@ -36,7 +36,7 @@ def all_gather_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: 
                          kernel_options: KernelOptions | None) -> jax.Array:
   """Attention of sequence-sharded q against K/V all-gathered over 'context'."""
   kernel, packed_qkv = plan.kernel, plan.packed_qkv
-  context = mesh.shape[mesh_axes.CONTEXT]
+  context = mesh.shape[mesh_lib.CONTEXT]
   seq, seq_kv = q_BxSxHxD.shape[1], k_BxTxKxD.shape[1]
   q_BxSxHxD = padding.pad_seq(q_BxSxHxD, context)
   k_BxTxKxD, v_BxTxKxD = padding.pad_seq(k_BxTxKxD, context), padding.pad_seq(v_BxTxKxD, context)
@@ -47,9 +47,9 @@ def all_gather_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: 
   attend = kernels.attend_fn(kernel, kernel_options)
 
   def local(q, k, v, valid_len):
-    k_full, v_full = _gather_kv(k, v, mesh_axes.CONTEXT, packed_qkv)
+    k_full, v_full = _gather_kv(k, v, mesh_lib.CONTEXT, packed_qkv)
     return attend(q, k_full, v_full, valid_len)
 
-  out_BxSxHxD = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q_BxSxHxD,
+  out_BxSxHxD = layout.run_sharded(local, mesh, mesh_lib.CONTEXT, mesh_lib.CONTEXT, q_BxSxHxD,
                                    k_BxTxKxD, v_BxTxKxD, valid, kernel)
   return out_BxSxHxD[:, :seq]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import layout
 from harness.attention import planner
 from harness.attention import variants
@@ -33,7 +33,7 @@ def planned_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax
                       kernel_options: KernelOptions | None = None) -> jax.Array:
   """Runs the variant of a plan from `planner.plan_attention` on global arrays."""
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
-  _check_plan_fits(plan, q_BxSxHxD.shape[2], k_BxTxKxD.shape[2], mesh.shape[mesh_axes.CONTEXT])
+  _check_plan_fits(plan, q_BxSxHxD.shape[2], k_BxTxKxD.shape[2], mesh.shape[mesh_lib.CONTEXT])
   spec = variants.VARIANT_TABLE[plan.variant]
   if spec.shards_batch:
     layout.check_batch(q_BxSxHxD.shape[0], mesh)
@@ -55,7 +55,7 @@ def context_parallel_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array,
   _check_shapes(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD)
   plan = planner.plan_attention(
       heads=q_BxSxHxD.shape[2], kv_heads=k_BxTxKxD.shape[2],
-      context=mesh.shape[mesh_axes.CONTEXT], variant=variant, num_chunks=num_chunks,
+      context=mesh.shape[mesh_lib.CONTEXT], variant=variant, num_chunks=num_chunks,
       ulysses_degree=ulysses_degree, kernel=kernel, packed_qkv=packed_qkv, pad_heads=pad_heads,
       chunk_sizing=chunk_sizing)
   return planned_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, mesh=mesh, plan=plan,

@@ -6,7 +6,7 @@ import logging
 import jax
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
@@ -21,12 +21,12 @@ def cross_attention(q_BxSxHxD: jax.Array, k_BxLxKxD: jax.Array, v_BxLxKxD: jax.A
     raise ValueError(f"attention.kernel={kernel!r} is unknown; valid choices: "
                      f"{', '.join(kernels.KERNELS)}")
   layout.check_batch(q_BxSxHxD.shape[0], mesh)
-  context = mesh.shape[mesh_axes.CONTEXT]
+  context = mesh.shape[mesh_lib.CONTEXT]
   logging.info("cross attention kernel=%s: q %s sequence-sharded over context=%d, kv %s replicated",
                kernel, q_BxSxHxD.shape, context, k_BxLxKxD.shape)
   seq = q_BxSxHxD.shape[1]
   q_BxSxHxD = padding.pad_seq(q_BxSxHxD, context)
   attend = kernels.attend_fn(kernel, kernel_options)
-  out = layout.run_sharded(attend, mesh, mesh_axes.CONTEXT, None, q_BxSxHxD, k_BxLxKxD, v_BxLxKxD,
+  out = layout.run_sharded(attend, mesh, mesh_lib.CONTEXT, None, q_BxSxHxD, k_BxLxKxD, v_BxLxKxD,
                            kv_valid_len, kernel)
   return out[:, :seq]

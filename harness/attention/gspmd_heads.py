@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
 from harness.attention import layout
@@ -37,7 +37,7 @@ def gspmd_heads_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD:
                           kernel_options: KernelOptions | None) -> jax.Array:
   """Attention on head shards of the full sequence; heads already validated against mesh.context."""
   kernel = plan.kernel
-  context = mesh.shape[mesh_axes.CONTEXT]
+  context = mesh.shape[mesh_lib.CONTEXT]
   heads = q_BxSxHxD.shape[2]
   padded_heads = heads_lib.padded_head_count(heads, context)
   k_BxTxKxD, v_BxTxKxD = _kv_per_device(k_BxTxKxD, v_BxTxKxD, heads, context)
@@ -49,5 +49,5 @@ def gspmd_heads_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD:
                kernel, heads, padded_heads, context, k_BxTxKxD.shape)
   attend = kernels.attend_fn(kernel, kernel_options)
   out_BxSxHxD = layout.run_sharded(attend, mesh, None, None, q_BxSxHxD, k_BxTxKxD, v_BxTxKxD,
-                                   kv_valid_len, kernel, head_axes=mesh_axes.CONTEXT)
+                                   kv_valid_len, kernel, head_axes=mesh_lib.CONTEXT)
   return out_BxSxHxD[:, :, :heads]

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import padding
 from harness.attention.types import AttendFn
 
@@ -19,7 +19,7 @@ def check_vma(kernel: str) -> bool:
 
 
 def batch_parallelism(mesh: Mesh) -> int:
-  return mesh.shape[mesh_axes.DATA] * mesh.shape[mesh_axes.FSDP]
+  return mesh.shape[mesh_lib.DATA] * mesh.shape[mesh_lib.FSDP]
 
 
 def check_batch(batch: int, mesh: Mesh) -> None:
@@ -32,8 +32,8 @@ def run_sharded(local_fn: AttendFn, mesh: Mesh, q_seq_axes, kv_seq_axes, q_BxSxH
                 k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, kv_valid_len,
                 kernel: str, head_axes=None) -> jax.Array:
   """Runs local_fn(q, k, v, kv_valid_len) on local shards; a traced kv_valid_len rides along."""
-  q_spec = P(mesh_axes.BATCH_AXES, q_seq_axes, head_axes, None)
-  kv_spec = P(mesh_axes.BATCH_AXES, kv_seq_axes, head_axes, None)
+  q_spec = P(mesh_lib.BATCH_AXES, q_seq_axes, head_axes, None)
+  kv_spec = P(mesh_lib.BATCH_AXES, kv_seq_axes, head_axes, None)
   if padding.is_static(kv_valid_len):
     body = lambda q, k, v: local_fn(q, k, v, kv_valid_len)
     operands, specs = (q_BxSxHxD, k_BxTxKxD, v_BxTxKxD), (q_spec, kv_spec, kv_spec)

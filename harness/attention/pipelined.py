@@ -32,7 +32,7 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import collectives
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
@@ -182,7 +182,7 @@ def planned_pipelined_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None
                                 kernel_options: KernelOptions | None = None) -> jax.Array:
   """`pipelined_self_attention` with a plan made once by `planner.plan_attention`."""
   b, seq, dim = x_BxSxD.shape
-  context = mesh.shape[mesh_axes.CONTEXT]
+  context = mesh.shape[mesh_lib.CONTEXT]
   _check_plan_fits(plan, num_heads, context)
   layout.check_batch(b, mesh)
   kernel, head_plan = plan.kernel, plan.head_plan
@@ -192,16 +192,16 @@ def planned_pipelined_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None
   valid = None if padded == seq else seq
   local = functools.partial(
       pipelined_local, plan=head_plan, head_dim=dim // num_heads, eps=eps, dtype=jnp.dtype(dtype),
-      rotate=rotate, axis=mesh_axes.CONTEXT,
+      rotate=rotate, axis=mesh_lib.CONTEXT,
       attend=kernels.attend_fn(kernel, kernel_options), packed_qkv=plan.packed_qkv)
-  x_spec = P(mesh_axes.BATCH_AXES, mesh_axes.CONTEXT, None)
+  x_spec = P(mesh_lib.BATCH_AXES, mesh_lib.CONTEXT, None)
   if angles_SxP is None:
     body = lambda x, w: local(x, None, w, valid)
     operands, specs = (x_BxSxD, weights), (x_spec, P())
   else:
     body = lambda x, a, w: local(x, a, w, valid)
     angles_SxP = padding.pad_axis(angles_SxP, 0, padded)
-    operands, specs = (x_BxSxD, angles_SxP, weights), (x_spec, P(mesh_axes.CONTEXT, None), P())
+    operands, specs = (x_BxSxD, angles_SxP, weights), (x_spec, P(mesh_lib.CONTEXT, None), P())
   out = jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=x_spec,
                       check_vma=layout.check_vma(kernel))(*operands)
   return out[:, :seq]
@@ -215,7 +215,7 @@ def pipelined_self_attention(x_BxSxD: jax.Array, angles_SxP: jax.Array | None,
                              chunk_sizing: str = "larger_first") -> jax.Array:
   """o(attention(rope(norm_q(q(x))), rope(norm_k(k(x))), v(x))) with Ulysses over 'context'."""
   plan = planner.plan_attention(
-      heads=num_heads, kv_heads=num_heads, context=mesh.shape[mesh_axes.CONTEXT],
+      heads=num_heads, kv_heads=num_heads, context=mesh.shape[mesh_lib.CONTEXT],
       variant="ulysses", num_chunks=num_chunks, kernel=kernel, packed_qkv=packed_qkv,
       pad_heads=pad_heads, chunk_sizing=chunk_sizing)
   return planned_pipelined_attention(x_BxSxD, angles_SxP, weights, num_heads=num_heads, eps=eps,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
@@ -83,15 +83,15 @@ def ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Ar
                    mesh: Mesh, plan: AttentionPlan, kv_valid_len,
                    kernel_options: KernelOptions | None) -> jax.Array:
   """Ring attention over 'context' on global arrays."""
-  size = mesh.shape[mesh_axes.CONTEXT]
+  size = mesh.shape[mesh_lib.CONTEXT]
   logging.info("attention ring kernel=%s size=%d packed_kv=%s: q %s, kv %s", plan.kernel, size,
                plan.packed_qkv, q_BxSxHxD.shape, k_BxTxKxD.shape)
   seq = q_BxSxHxD.shape[1]
   q, k, v, valid = padding.pad_inputs(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, size,
                                       q_BxSxHxD.shape[2])
-  local = lambda q, k, v, valid: ring_local(q, k, v, valid, axis=mesh_axes.CONTEXT, size=size,
+  local = lambda q, k, v, valid: ring_local(q, k, v, valid, axis=mesh_lib.CONTEXT, size=size,
                                             kernel=plan.kernel, packed_kv=plan.packed_qkv,
                                             kernel_options=kernel_options)
-  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid,
+  out = layout.run_sharded(local, mesh, mesh_lib.CONTEXT, mesh_lib.CONTEXT, q, k, v, valid,
                            plan.kernel)
   return out[:, :seq]

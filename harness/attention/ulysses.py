@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import collectives
 from harness.attention import heads as heads_lib
 from harness.attention import kernels
@@ -126,15 +126,15 @@ def ulysses_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax
                       mesh: Mesh, plan: AttentionPlan, kv_valid_len,
                       kernel_options: KernelOptions | None) -> jax.Array:
   """Ulysses over 'context' on global arrays, heads grouped as plan.head_plan says."""
-  degree = mesh.shape[mesh_axes.CONTEXT]
+  degree = mesh.shape[mesh_lib.CONTEXT]
   head_plan = plan.head_plan
   heads_lib.log_plan(head_plan, "ulysses", plan.kernel)
   seq = q_BxSxHxD.shape[1]
   q, k, v, valid = padding.pad_inputs(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, degree,
                                       head_plan.padded_heads)
   local = lambda q, k, v, valid: ulysses_local(
-      q, k, v, valid, plan=head_plan, axis=mesh_axes.CONTEXT,
+      q, k, v, valid, plan=head_plan, axis=mesh_lib.CONTEXT,
       attend=kernels.attend_fn(plan.kernel, kernel_options), packed_qkv=plan.packed_qkv)
-  out = layout.run_sharded(local, mesh, mesh_axes.CONTEXT, mesh_axes.CONTEXT, q, k, v, valid,
+  out = layout.run_sharded(local, mesh, mesh_lib.CONTEXT, mesh_lib.CONTEXT, q, k, v, valid,
                            plan.kernel)
   return out[:, :seq]

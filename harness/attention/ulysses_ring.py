@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 from jax.sharding import Mesh
 
-from harness import mesh_axes
+from harness import mesh as mesh_lib
 from harness.attention import heads as heads_lib
 from harness.attention import layout
 from harness.attention import padding
@@ -25,21 +25,21 @@ SEQ_AXES = (RING, ULYSSES)
 
 def split_context_mesh(mesh: Mesh, ulysses_degree: int) -> Mesh:
   """The mesh's devices with 'context' reshaped into ('ring', 'ulysses')."""
-  sizes = [mesh.shape[a] for a in mesh_axes.AXES]
+  sizes = [mesh.shape[a] for a in mesh_lib.AXES]
   devices = mesh.devices.reshape(sizes)  # In case the mesh was built with another axis order.
-  context = mesh.shape[mesh_axes.CONTEXT]
+  context = mesh.shape[mesh_lib.CONTEXT]
   grid = devices.reshape(sizes[0], sizes[1], context // ulysses_degree, ulysses_degree, sizes[3])
-  return Mesh(grid, (mesh_axes.DATA, mesh_axes.FSDP, RING, ULYSSES, mesh_axes.TENSOR))
+  return Mesh(grid, (mesh_lib.DATA, mesh_lib.FSDP, RING, ULYSSES, mesh_lib.TENSOR))
 
 
 def ulysses_ring_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, *,
                            mesh: Mesh, plan: AttentionPlan, kv_valid_len,
                            kernel_options: KernelOptions | None) -> jax.Array:
   """Head-chunked Ulysses over the inner factor, ring over the outer factor of 'context'."""
-  if tuple(mesh.axis_names) != mesh_axes.AXES:
-    raise ValueError(f"mesh axes must be {mesh_axes.AXES}, got {mesh.axis_names}")
+  if tuple(mesh.axis_names) != mesh_lib.AXES:
+    raise ValueError(f"mesh axes must be {mesh_lib.AXES}, got {mesh.axis_names}")
   ulysses_degree, kernel, packed_qkv = plan.ulysses_degree, plan.kernel, plan.packed_qkv
-  ring_size = mesh.shape[mesh_axes.CONTEXT] // ulysses_degree
+  ring_size = mesh.shape[mesh_lib.CONTEXT] // ulysses_degree
   private = split_context_mesh(mesh, ulysses_degree)
   head_plan = plan.head_plan
   heads_lib.log_plan(head_plan, f"ulysses_ring(ring={ring_size})", kernel)
