@@ -148,10 +148,15 @@ class HardwareConfig:
     flags = flags_lib.flag_list(self.libtpu_flags, binding="hardware.libtpu_flags")
     object.__setattr__(self, "libtpu_flags", tuple(flags))
 
+  def init_args(self) -> str:
+    """The flags as LIBTPU_INIT_ARGS ('' when none): what a real run sets, and what the XPK
+    launcher passes to the container."""
+    return flags_lib.libtpu_init_args(self.libtpu_flags)
+
   def apply(self) -> None:
     """Adds the flags to LIBTPU_INIT_ARGS (libtpu reads it once, at start-up); the user's win."""
     existing = os.environ.get("LIBTPU_INIT_ARGS", "")
-    extra = [f for f in flags_lib.libtpu_init_args(self.libtpu_flags).split()
+    extra = [f for f in self.init_args().split()
              if f.split("=")[0] not in existing]
     if extra:
       os.environ["LIBTPU_INIT_ARGS"] = " ".join([existing, *extra]).strip()

@@ -167,11 +167,13 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
 
 
 def check_bindings(gin_files: Sequence[str], bindings: Sequence[str],
-                   extra_search_paths: Sequence[str] = ()) -> None:
-  """Raises ConfigError if the files or bindings name anything unknown; leaves gin cleared."""
+                   extra_search_paths: Sequence[str] = ()) -> C.Configs:
+  """The configs of these files and bindings, every name and value checked (a ConfigError or
+  UserError otherwise); leaves gin cleared."""
   gin.clear_config()
   try:
     parse(gin_files, bindings, extra_search_paths)
+    return read_configs()
   finally:
     gin.clear_config()
 

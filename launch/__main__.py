@@ -53,7 +53,7 @@ def _xpk_options(args: argparse.Namespace) -> xpk.XpkOptions:
       docker_image=args.docker_image, base_docker_image=args.base_docker_image,
       max_restarts=args.max_restarts, priority=args.priority, num_slices=args.num_slices,
       env=tuple(args.env), storage=tuple(args.storage), xpk=args.xpk, python=args.remote_python,
-      wait_timeout_s=args.wait_timeout_s)
+      wait_timeout_s=args.wait_timeout_s, read_flags=not args.skip_binding_check)
   opts.check()
   return opts
 

@@ -7,21 +7,20 @@ import pathlib
 import shlex
 import subprocess
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import tqdm
 from etils import epath
 
-from launch import gin_static, results
+from harness import gin_config
+from launch import results
 from launch.local import Counts, exclusive, plan
-from launch.sweep import GIN_DIR, REPO_ROOT, Run
+from launch.sweep import Run
 
 PRIORITIES = ("very-low", "low", "medium", "high", "very-high")
 # Small outputs copied next to results.jsonl; traces and checkpoints stay in the output dir.
 COLLECTED_FILES = ("summary.json", "aot.json", "config.gin", "metrics.jsonl")
 TAIL_CHARS = 2000
-# The harness applies this binding's flags to a real TPU run (harness.configs.HardwareConfig).
-LIBTPU_BINDING = "hardware.libtpu_flags"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +39,10 @@ class XpkOptions:
   xpk: str = "xpk"
   python: str = "python"  # the interpreter inside the image
   wait_timeout_s: int | None = None
+  # LIBTPU_INIT_ARGS shown on the command line, read by the local harness from the run's gin.
+  # Off with --skip_binding_check (bindings the local harness may not know): the harness in the
+  # container still applies its hardware.libtpu_flags itself before the TPU starts.
+  read_flags: bool = True
 
   def check(self) -> None:
     """One-line errors for settings xpk would reject later, after a network round trip."""
@@ -55,37 +58,10 @@ class XpkOptions:
         raise ValueError(f"--env={item}: expected KEY=VALUE")
 
 
-def _flag_text(value: Any) -> str:
-  """A LIBTPU flag value as written on a command line."""
-  if isinstance(value, bool):
-    return str(value).lower()
-  return str(value)
-
-
-def _flags_text(value: Any) -> str | None:
-  """A flag list, '--a=1 --b=2' string or {name: value} dict as one LIBTPU_INIT_ARGS string."""
-  if isinstance(value, dict):
-    return " ".join(f"--{k.lstrip('-')}={_flag_text(v)}" for k, v in value.items())
-  if isinstance(value, (list, tuple)):
-    return " ".join(str(v) for v in value)
-  return value if isinstance(value, str) else None
-
-
 def libtpu_init_args(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> str | None:
-  """LIBTPU_INIT_ARGS: the last binding of hardware.libtpu_flags in the run's gin files, then its
-  bindings, as the harness reads them for a real run (aot.libtpu_flags is for AOT compiles only)."""
-  paths = [REPO_ROOT, GIN_DIR]
-  found, macros, parsed = None, {}, []
-  for name in gin_files:
-    path = gin_static.find_file(name, paths)
-    if path is not None:
-      parsed.append(gin_static.read_bindings(path, paths, macros))
-  parsed += [gin_static.parse_bindings(b, "binding", paths, macros) for b in bindings]
-  for values in parsed:
-    for key, value in values.items():
-      if key.rsplit("/", 1)[-1] == LIBTPU_BINDING:
-        found = _flags_text(value)
-  return found
+  """LIBTPU_INIT_ARGS of a real run of these gin files and bindings, as the harness reads them
+  (its `hardware` section; aot.libtpu_flags is for AOT compiles only); None when there are none."""
+  return gin_config.check_bindings(list(gin_files), list(bindings)).hardware.init_args() or None
 
 
 def remote_command(run: Run, output_dir: str, python: str = "python") -> str:
@@ -111,7 +87,7 @@ def create_argv(run: Run, opts: XpkOptions, output_dir: str) -> list[str]:
   else:
     argv += ["--base-docker-image", opts.base_docker_image]
   argv += ["--command", remote_command(run, output_dir, opts.python)]
-  flags = libtpu_init_args(run.gin_files, run.bindings)
+  flags = libtpu_init_args(run.gin_files, run.bindings) if opts.read_flags else None
   if flags:
     argv += ["--env", f"LIBTPU_INIT_ARGS={flags}"]
   for item in opts.env:

@@ -180,7 +180,7 @@ def test_run_without_tpu_type_or_with_a_line_break_is_refused(tmp_path, capsys):
                         "has a line break") and err.count("\n") == 1
 
 
-def test_libtpu_flags_come_from_the_hardware_gin(tmp_path, monkeypatch):
+def test_libtpu_flags_are_the_harness_hardware_section(tmp_path, monkeypatch):
   (tmp_path / "flags.gin").write_text(
       "FLAGS = ['--xla_tpu_enable_async_all_to_all=true', '--xla_tpu_overlap_compute_collective_tc=true']\n"
       "hardware.libtpu_flags = %FLAGS\naot.libtpu_flags = ['--xla_aot_only=1']\n")
@@ -188,13 +188,16 @@ def test_libtpu_flags_come_from_the_hardware_gin(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert xpk.libtpu_init_args(["hw.gin"]) == (
       "--xla_tpu_enable_async_all_to_all=true --xla_tpu_overlap_compute_collective_tc=true")
-  assert xpk.libtpu_init_args(["flags.gin", "nope.gin"]) is not None
   (tmp_path / "none.gin").write_text("aot.topology = 'v5p:2x2x2'\n")
   assert xpk.libtpu_init_args(["none.gin"]) is None
-  assert xpk.libtpu_init_args(["hw.gin"], ["hardware.libtpu_flags = {'xla_a': True, '--b': 3}"]) == (
-      "--xla_a=true --b=3")
+  assert xpk.libtpu_init_args(["hw.gin"], ["hardware.libtpu_flags = '--a=1 --b=2'"]) == "--a=1 --b=2"
   assert xpk.libtpu_init_args(["none.gin"], ["hardware.libtpu_flags = '--c=1'"]) == "--c=1"
   assert xpk.libtpu_init_args(["none.gin"], ["aot.libtpu_flags = '--c=1'"]) is None
+  # What the harness would refuse, the launcher refuses with the harness's one line.
+  with pytest.raises(ValueError, match=r"^hardware.libtpu_flags: 'xla_a' is not of the form"):
+    xpk.libtpu_init_args(["none.gin"], ["hardware.libtpu_flags = {'xla_a': True}"])
+  with pytest.raises(ValueError, match=r"^--gin_file=nope.gin: no such file"):
+    xpk.libtpu_init_args(["flags.gin", "nope.gin"])
 
 
 # Stands in for the xpk executable: `create` runs the workload's command at once (with a fake
