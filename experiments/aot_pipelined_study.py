@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from harness import api, gin_config  # noqa: E402
 from harness.aot.cases import ASYNC_A2A  # noqa: E402
-from harness.aot.run import compile_and_analyze  # noqa: E402
+from harness.aot.compile_step import compile_and_analyze  # noqa: E402
 from harness.aot.topology import get_topology  # noqa: E402
 from harness.attention import context_parallel_attention  # noqa: E402
 from harness.attention import pipelined as pipelined_lib  # noqa: E402

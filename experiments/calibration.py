@@ -170,7 +170,7 @@ def reanalyze(aot: dict, hlo_path: str) -> dict:
   from harness.aot.topology import get_topology  # pylint: disable=g-import-not-at-top
   from harness.mesh import make_mesh  # pylint: disable=g-import-not-at-top
   topo = get_topology(aot["topology"]["name"])
-  # The compile's logical device order is its arguments' mesh order (harness.aot.run).
+  # The compile's logical device order is its arguments' mesh order (harness.aot.compile_step).
   mesh = make_mesh(**aot["mesh"], devices=topo.devices)
   coords = [tuple(d.coords) for d in mesh.devices.flat]
   with open(hlo_path) as f:

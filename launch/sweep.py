@@ -21,7 +21,7 @@ HARDWARE_KEYS = ("name", "tpu_type", "num_slices", "gin", "bindings")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hardware:
+class Target:
   """Where runs go: an XPK TPU type and slice count, plus gin files / bindings for it."""
   name: str = "local"
   tpu_type: str | None = None
@@ -39,7 +39,7 @@ class Sweep:
   bindings: tuple[str, ...] = ()
   repeats: int = 1
   modes: tuple[str, ...] = ("train",)
-  hardware: tuple[Hardware, ...] = (Hardware(),)
+  hardware: tuple[Target, ...] = (Target(),)
   abbrev: tuple[tuple[str, str], ...] = ()
 
 
@@ -50,7 +50,7 @@ class Run:
   mode: str
   repeat: int
   point: tuple[tuple[str, Any], ...]  # grid axis -> value, in grid order
-  hardware: Hardware
+  hardware: Target
   gin_files: tuple[str, ...]
   bindings: tuple[str, ...]  # everything but run.output_dir / run.run_name
 
@@ -74,13 +74,13 @@ def _as_tuple(value: Any, what: str) -> tuple:
   return tuple(value)
 
 
-def _hardware(entry: Any) -> Hardware:
-  """A `sweep.hardware` entry (a dict) as a Hardware."""
+def _hardware(entry: Any) -> Target:
+  """A `sweep.hardware` entry (a dict) as a Target."""
   if not isinstance(entry, dict) or set(entry) - set(HARDWARE_KEYS):
     raise ValueError(f"sweep.hardware entry {entry!r}: expected a dict with keys from "
                      f"{', '.join(HARDWARE_KEYS)}")
   name = names.sanitize(str(entry.get("name") or entry.get("tpu_type") or "local"))
-  return Hardware(name=name, tpu_type=entry.get("tpu_type"),
+  return Target(name=name, tpu_type=entry.get("tpu_type"),
                   num_slices=int(entry.get("num_slices", 1)),
                   gin_files=_as_tuple(entry.get("gin", ()), "sweep.hardware gin"),
                   bindings=_as_tuple(entry.get("bindings", ()), "sweep.hardware bindings"))
@@ -112,7 +112,7 @@ def load_experiment(path: str) -> Sweep:
       raise ValueError(f"sweep.modes: {mode!r} is not one of {', '.join(MODES)}")
   entries = spec.get("hardware", [{}])
   entries = [entries] if isinstance(entries, dict) else entries
-  hardware = tuple(_hardware(h) for h in entries) or (Hardware(),)
+  hardware = tuple(_hardware(h) for h in entries) or (Target(),)
   name = names.sanitize(str(spec.get("name", file.stem)))
   if not name[:1].isalpha():
     raise ValueError(f"sweep.name={spec.get('name', file.stem)!r}: must start with a letter")
@@ -160,7 +160,7 @@ def _tokens(axis: str, value: Any, abbrev: dict[str, str]) -> list[str]:
   return [names.axis_token(axis, value, abbrev)]
 
 
-def _run_name(sweep: Sweep, point, mode: str, hw: Hardware, repeat: int) -> str:
+def _run_name(sweep: Sweep, point, mode: str, hw: Target, repeat: int) -> str:
   abbrev = dict(sweep.abbrev)
   parts = [sweep.name]
   for axis, value in point:

@@ -3,11 +3,11 @@ import pytest
 
 from harness.aot import costs
 from harness.aot.analysis import analyze_hlo
-from harness.aot.hardware import HARDWARE, Hardware
+from harness.aot.hardware import HARDWARE, ChipSpec
 from harness.aot.hlo_parse import parse_instruction, parse_module, shape_bytes
 
 # 1 GHz clock (1000 cycles = 1 us), 1 GB/s links, free memory traffic, no fixed latency.
-HW = Hardware("test", peak_bf16_flops=1e12, clock_hz=1e9, hbm_bytes=1e9, hbm_bandwidth=1e18,
+HW = ChipSpec("test", peak_bf16_flops=1e12, clock_hz=1e9, hbm_bytes=1e9, hbm_bandwidth=1e18,
               ici_bandwidth=1e9, ici_ports=1, devices_per_chip=1, wraparound_multiple=4,
               collective_latency_s=0.0)
 TWO_CHIPS = [(0, 0), (1, 0)]

@@ -5,11 +5,11 @@ from harness.aot import calibration
 from harness.aot import report as report_lib
 from harness.aot.analysis import analyze_hlo
 from harness.aot.attribution import OpKinds
-from harness.aot.hardware import Hardware
+from harness.aot.hardware import ChipSpec
 from harness.aot.hlo_parse import parse_module
 
 # 1 GHz clock (1000 cycles = 1 us), 1e12 FLOP/s peak, HBM 1e10 B/s (10,000 B = 1 us), 1 GB/s links.
-HW = Hardware("test", peak_bf16_flops=1e12, clock_hz=1e9, hbm_bytes=1e9, hbm_bandwidth=1e10,
+HW = ChipSpec("test", peak_bf16_flops=1e12, clock_hz=1e9, hbm_bytes=1e9, hbm_bandwidth=1e10,
               ici_bandwidth=1e9, ici_ports=1, devices_per_chip=1, wraparound_multiple=4,
               collective_latency_s=0.0)
 TWO_CHIPS = [(0, 0), (1, 0)]

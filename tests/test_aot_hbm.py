@@ -7,7 +7,7 @@ from jax.sharding import SingleDeviceSharding
 from harness.aot import report as report_lib
 from harness.aot import topology as topology_lib
 from harness.aot.hardware import HARDWARE
-from harness.aot.run import compile_and_analyze
+from harness.aot.compile_step import compile_and_analyze
 
 GIB = 1024 ** 3
 SLICES = {"v4": "v4:2x2x1", "v5e": "v5e:2x4", "v5p": "v5p:2x2x1", "v6e": "v6e:2x2",

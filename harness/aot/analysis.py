@@ -5,7 +5,7 @@ from typing import Sequence
 
 from harness.aot import calibration
 from harness.aot.attribution import KINDS, OpKinds
-from harness.aot.hardware import Hardware
+from harness.aot.hardware import ChipSpec
 from harness.aot.hlo_parse import parse_module
 from harness.aot.simulate import ScheduleSimulator
 
@@ -21,7 +21,7 @@ def _hidden_under(records, collective: str, compute_kind: str) -> float:
              if r.kind == collective)
 
 
-def _bounds(module, kinds: OpKinds, hw: Hardware, coords, dims, wraparound) -> dict:
+def _bounds(module, kinds: OpKinds, hw: ChipSpec, coords, dims, wraparound) -> dict:
   """Predicted step under every corner of the uncertain costs (calibration.corners())."""
   scenarios = []
   for ends in calibration.corners():
@@ -36,7 +36,7 @@ def _bounds(module, kinds: OpKinds, hw: Hardware, coords, dims, wraparound) -> d
           "bound_sources": calibration.sources(hw.generation)}
 
 
-def analyze_hlo(text: str, hw: Hardware, device_coords: Sequence[Sequence[int]],
+def analyze_hlo(text: str, hw: ChipSpec, device_coords: Sequence[Sequence[int]],
                 dims: Sequence[int], wraparound: Sequence[bool] | None = None) -> dict:
   """Simulates the module's schedule; `device_coords[i]` is the chip of logical device i."""
   module = parse_module(text)
@@ -77,7 +77,7 @@ def analyze_hlo(text: str, hw: Hardware, device_coords: Sequence[Sequence[int]],
   return report
 
 
-def _calibrated(module, kinds: OpKinds, hw: Hardware, coords, dims, wraparound) -> dict:
+def _calibrated(module, kinds: OpKinds, hw: ChipSpec, coords, dims, wraparound) -> dict:
   """The step with attention kernels at the generation's fitted efficiency (none if unfitted)."""
   fitted = calibration.fitted_attention_efficiency(hw.generation)
   if fitted is None:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from harness.aot.run import compile_and_analyze
+from harness.aot.compile_step import compile_and_analyze
 from harness.aot.topology import get_topology
 from harness.attention import context_parallel_attention
 from harness.mesh import make_mesh

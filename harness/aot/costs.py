@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from harness.aot.hardware import Hardware
+from harness.aot.hardware import ChipSpec
 from harness.aot.hlo_parse import Computation, Instruction, shape_bytes
 
 COLLECTIVES = ("all-to-all", "ragged-all-to-all", "all-gather", "reduce-scatter", "all-reduce",
@@ -61,7 +61,7 @@ def _attention_flops_factor(op_name: str) -> int | None:
   return 4
 
 
-def custom_call_seconds(instr: Instruction, comp: Computation, hw: Hardware,
+def custom_call_seconds(instr: Instruction, comp: Computation, hw: ChipSpec,
                         attention_efficiency: float = 1.0) -> tuple[float, str]:
   """A Pallas kernel's time: attention FLOPs / (peak x efficiency) or memory time, the longer."""
   io_bytes = operand_bytes(instr, comp) + instr.bytes
@@ -87,7 +87,7 @@ def _float_dims(shape: str) -> tuple[int, ...] | None:
   return tuple(int(d) for d in inside.split(",") if d)
 
 
-def compute_seconds(instr: Instruction, comp: Computation, hw: Hardware,
+def compute_seconds(instr: Instruction, comp: Computation, hw: ChipSpec,
                     attention_efficiency: float = 1.0) -> tuple[float, str]:
   """(seconds, source) of a non-collective, non-control-flow instruction on one device."""
   cycles = instr.estimated_cycles
@@ -116,7 +116,7 @@ def _group_box(coords: Sequence[Sequence[int]]) -> tuple[int, ...]:
 
 
 def collective_seconds(kind: str, bytes_in: float, coords: Sequence[Sequence[int]],
-                       dims: Sequence[int], wraparound: Sequence[bool], hw: Hardware,
+                       dims: Sequence[int], wraparound: Sequence[bool], hw: ChipSpec,
                        ici_efficiency: float = 1.0) -> float:
   """Modelled time of one collective over devices at `coords` in a slice of chip grid `dims`.
 

@@ -6,7 +6,7 @@ import os
 from harness import gin_config
 from harness.api import Loaded
 from harness.aot import report as report_lib
-from harness.aot.run import run_aot
+from harness.aot.compile_step import run_aot
 
 
 def run_aot_mode(loaded: Loaded, out_dir: str | os.PathLike | None = None,

@@ -41,7 +41,7 @@ from harness.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
-class Hardware:
+class ChipSpec:
   """Figures for one TPU generation, per chip unless named otherwise."""
   generation: str
   peak_bf16_flops: float        # FLOP/s per chip
@@ -80,20 +80,20 @@ class Hardware:
 
 _GIB = 1024 ** 3
 HARDWARE = {
-    "v4": Hardware("v4", 275e12, 275e12 / 262_144, 32 * _GIB, 1200e9, 6 * 46.9e9, 6, 1, 4,
+    "v4": ChipSpec("v4", 275e12, 275e12 / 262_144, 32 * _GIB, 1200e9, 6 * 46.9e9, 6, 1, 4,
                    libtpu_hbm_bytes=30.75 * _GIB),
-    "v5e": Hardware("v5e", 197e12, 197e12 / 131_072, 16 * _GIB, 819e9, 1600e9 / 8, 4, 1, 16,
+    "v5e": ChipSpec("v5e", 197e12, 197e12 / 131_072, 16 * _GIB, 819e9, 1600e9 / 8, 4, 1, 16,
                     libtpu_hbm_bytes=15.75 * _GIB),
-    "v5p": Hardware("v5p", 459e12, 459e12 / 262_144, 95 * _GIB, 2765e9, 4800e9 / 8, 6, 1, 4,
+    "v5p": ChipSpec("v5p", 459e12, 459e12 / 262_144, 95 * _GIB, 2765e9, 4800e9 / 8, 6, 1, 4,
                     libtpu_hbm_bytes=95.74 * _GIB),
-    "v6e": Hardware("v6e", 918e12, 918e12 / 524_288, 32 * _GIB, 1640e9, 3584e9 / 8, 4, 1, 16,
+    "v6e": ChipSpec("v6e", 918e12, 918e12 / 524_288, 32 * _GIB, 1640e9, 3584e9 / 8, 4, 1, 16,
                     libtpu_hbm_bytes=31.25 * _GIB),
-    "tpu7x": Hardware("tpu7x", 2307e12, 2307e12 / 2 / 524_288, 192 * _GIB, 7380e9, 1200e9 / 2, 6, 2,
+    "tpu7x": ChipSpec("tpu7x", 2307e12, 2307e12 / 2 / 524_288, 192 * _GIB, 7380e9, 1200e9 / 2, 6, 2,
                       4, libtpu_hbm_bytes=94.75 * _GIB),
 }
 
 
-def hardware_for(generation: str) -> Hardware:
+def hardware_for(generation: str) -> ChipSpec:
   """The figures of a generation ('v4', 'v5e', 'v5p', 'v6e', 'tpu7x')."""
   if generation not in HARDWARE:
     raise UserError(f"aot.topology: no hardware figures for '{generation}'; known: {sorted(HARDWARE)}")

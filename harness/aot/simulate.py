@@ -22,7 +22,7 @@ from typing import Sequence
 from harness.aot import costs
 from harness.aot.attribution import KINDS, OpKinds
 from harness.aot.calibration import NOMINAL, Pricing
-from harness.aot.hardware import Hardware
+from harness.aot.hardware import ChipSpec
 from harness.aot.hlo_parse import Computation, Instruction, Module
 from harness.aot.timeline import AsyncCollective, State, Totals
 
@@ -30,7 +30,7 @@ from harness.aot.timeline import AsyncCollective, State, Totals
 class ScheduleSimulator:
   """Walks a parsed module from its entry and accumulates times, counts and async records."""
 
-  def __init__(self, module: Module, hw: Hardware, device_coords: Sequence[Sequence[int]],
+  def __init__(self, module: Module, hw: ChipSpec, device_coords: Sequence[Sequence[int]],
                dims: Sequence[int], wraparound: Sequence[bool], pricing: Pricing = NOMINAL,
                kinds: OpKinds | None = None):
     self.module, self.hw, self.pricing = module, hw, pricing

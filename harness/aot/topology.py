@@ -10,7 +10,7 @@ from typing import Any
 
 from jax.experimental import topologies
 
-from harness.aot.hardware import Hardware, hardware_for
+from harness.aot.hardware import ChipSpec, hardware_for
 from harness.aot.native_stderr import quiet_libtpu
 from harness.errors import UserError
 
@@ -37,7 +37,7 @@ class Topology:
   generation: str
   dims: tuple[int, ...]
   devices: tuple[Any, ...]
-  hardware: Hardware
+  hardware: ChipSpec
 
   @property
   def num_chips(self) -> int:

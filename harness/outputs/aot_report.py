@@ -27,7 +27,7 @@ class AotReport(Record):
     topology                 Topology {name, generation, dims, num_chips, num_devices}
     step                     'train' or 'eval'
     libtpu_flags             the flags compiled with; flags_applied_via 'compiler_options'
-    hardware                 the generation's constants (harness.aot.hardware.Hardware)
+    hardware                 the generation's constants (harness.aot.hardware.ChipSpec)
     hbm_capacity_bytes       published HBM per device; hbm_limit_bytes what libtpu lets a program use
     fits_hbm                 libtpu's verdict; hbm_bytes, hbm_margin_bytes (limit - used; from the
                              out-of-memory message when it does not fit, else null)
