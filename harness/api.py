@@ -106,16 +106,11 @@ def validate(cfgs: Configs, mesh, step: str | None = None) -> None:
   batch of 2 * run.batch_size, so batch 1 on mesh.data=2 is how published setups run it.
   """
   attn = cfgs.attention
-  try:
-    validate_attention(heads=cfgs.model.num_heads, kv_heads=cfgs.model.num_heads,
-                       context=mesh.shape["context"], variant=attn.variant,
-                       num_chunks=attn.num_chunks, ulysses_degree=attn.ulysses_degree,
-                       kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
-                       platform=platform(mesh), chunk_sizing=attn.chunk_sizing)
-  except UserError:
-    raise
-  except ValueError as err:  # the attention planner's refusals are the user's bindings
-    raise UserError(str(err)) from None
+  validate_attention(heads=cfgs.model.num_heads, kv_heads=cfgs.model.num_heads,
+                     context=mesh.shape["context"], variant=attn.variant,
+                     num_chunks=attn.num_chunks, ulysses_degree=attn.ulysses_degree,
+                     kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
+                     platform=platform(mesh), chunk_sizing=attn.chunk_sizing)
   cfgs.model.grid(cfgs.video)
   batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
   step = step or cfgs.run.mode

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from harness.attention.types import KernelOptions
+from harness.errors import UserError
 
 
 def blockwise_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array,
@@ -19,8 +20,8 @@ def blockwise_attention(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: j
   t, kv_heads = k_BxTxKxD.shape[1], k_BxTxKxD.shape[2]
   block_q, block_kv = min(options.block_q, s), min(options.block_kv, t)
   if block_q < 1 or block_kv < 1:
-    raise ValueError(f"attention.block_q / attention.block_kv must be positive, got "
-                     f"{options.block_q}, {options.block_kv}")
+    raise UserError(f"attention.block_q / attention.block_kv must be positive, got "
+                    f"{options.block_q}, {options.block_kv}")
   pad_s, pad_t = -s % block_q, -t % block_kv
   # Padded keys are masked; padded query rows are computed and sliced away.
   masked = kv_valid_len is not None or pad_t > 0

@@ -11,6 +11,7 @@ from harness.attention import kernels
 from harness.attention import layout
 from harness.attention import padding
 from harness.attention.types import KernelOptions
+from harness.errors import UserError
 
 
 def cross_attention(q_BxSxHxD: jax.Array, k_BxLxKxD: jax.Array, v_BxLxKxD: jax.Array, *,
@@ -18,8 +19,8 @@ def cross_attention(q_BxSxHxD: jax.Array, k_BxLxKxD: jax.Array, v_BxLxKxD: jax.A
                     kernel_options: KernelOptions | None = None) -> jax.Array:
   """Each device attends its sequence block of q to the whole text; returns [B, S, H, D]."""
   if kernel not in kernels.KERNELS:
-    raise ValueError(f"attention.kernel={kernel!r} is unknown; valid choices: "
-                     f"{', '.join(kernels.KERNELS)}")
+    raise UserError(f"attention.kernel={kernel!r} is unknown; valid choices: "
+                    f"{', '.join(kernels.KERNELS)}")
   layout.check_batch(q_BxSxHxD.shape[0], mesh)
   context = mesh.shape[mesh_lib.CONTEXT]
   logging.info("cross attention kernel=%s: q %s sequence-sharded over context=%d, kv %s replicated",

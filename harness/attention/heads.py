@@ -25,6 +25,7 @@ import logging
 from harness.attention.types import ChunkPlan
 from harness.attention.types import HeadPlan
 from harness.attention.types import Range
+from harness.errors import UserError
 
 
 def divisors(n: int) -> tuple[int, ...]:
@@ -88,18 +89,18 @@ def plan_heads(heads: int, kv_heads: int, degree: int, num_chunks: int,
 
 def validate_heads(heads: int, kv_heads: int, degree: int, num_chunks: int, pad_heads: bool,
                    degree_binding: str) -> None:
-  """Raises a one-line ValueError when heads cannot be split as asked."""
+  """Raises a one-line UserError when heads cannot be split as asked."""
   if kv_heads < 1 or heads % kv_heads:
-    raise ValueError(f"kv_heads={kv_heads} must divide heads={heads} (GQA/MQA)")
+    raise UserError(f"kv_heads={kv_heads} must divide heads={heads} (GQA/MQA)")
   if heads % degree and not pad_heads:
     units = padded_head_count(heads, degree) // degree
-    raise ValueError(
+    raise UserError(
         f"heads={heads} is not a multiple of the Ulysses degree {degree_binding}={degree}: set "
         f"attention.pad_heads=True (then attention.num_chunks in 1..{units}) or use "
         f"{degree_binding} in {divisors(heads)}")
   units = padded_head_count(heads, degree) // degree
   if not 1 <= num_chunks <= units:
-    raise ValueError(
+    raise UserError(
         f"attention.num_chunks={num_chunks} cannot split {heads} heads into groups of multiples of "
         f"{degree_binding}={degree}: valid choices 1..{units}")
 

@@ -23,6 +23,7 @@ from harness.attention.types import AttendFn
 from harness.attention.types import KernelFn
 from harness.attention.types import KernelOptions
 from harness.attention.types import LseKernelFn
+from harness.errors import UserError
 
 
 def _seq_lengths_B(kv_valid_len, batch: int) -> jax.Array:
@@ -46,8 +47,8 @@ def _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, implementation
 
 def _cudnn_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len):
   if q_BxSxHxD.dtype not in (jnp.bfloat16, jnp.float16):
-    raise ValueError(f"attention.kernel='cudnn' needs bfloat16 or float16 inputs, got "
-                     f"{q_BxSxHxD.dtype}; valid choices for this dtype: xla, blockwise")
+    raise UserError(f"attention.kernel='cudnn' needs bfloat16 or float16 inputs, got "
+                    f"{q_BxSxHxD.dtype}; valid choices for this dtype: xla, blockwise")
   return _xla_attention(q_BxSxHxD, k_BxTxKxD, v_BxTxKxD, kv_valid_len, "cudnn")
 
 
@@ -148,15 +149,15 @@ def current_platform() -> str:
 
 def _check_kernel(kernel: str, need_lse: bool, interpret: bool = False) -> None:
   if kernel not in KERNELS:
-    raise ValueError(f"attention.kernel={kernel!r} is unknown; valid choices: {', '.join(KERNELS)}")
+    raise UserError(f"attention.kernel={kernel!r} is unknown; valid choices: {', '.join(KERNELS)}")
   platform = current_platform()
   available = available_kernels(platform) + (("splash",) if interpret else ())
   if kernel not in available:
-    raise ValueError(f"attention.kernel={kernel!r} is not available on {platform}; "
-                     f"available on {platform}: {', '.join(available)}")
+    raise UserError(f"attention.kernel={kernel!r} is not available on {platform}; "
+                    f"available on {platform}: {', '.join(available)}")
   if need_lse and kernel not in LSE_KERNELS:
-    raise ValueError(f"attention.kernel={kernel!r} has no log-sum-exp form (needed by ring attention); "
-                     f"valid choices: {', '.join(LSE_KERNELS)}")
+    raise UserError(f"attention.kernel={kernel!r} has no log-sum-exp form (needed by ring attention); "
+                    f"valid choices: {', '.join(LSE_KERNELS)}")
 
 
 def _check_shapes(q_BxSxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array) -> None:

@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 from harness import mesh as mesh_lib
 from harness.attention import padding
 from harness.attention.types import AttendFn
+from harness.errors import UserError
 
 # Pallas outputs carry no varying-axes type in jax 0.10.2, so shard_map's vma check rejects them.
 UNCHECKED_KERNELS = ("splash",)
@@ -25,7 +26,7 @@ def batch_parallelism(mesh: Mesh) -> int:
 def check_batch(batch: int, mesh: Mesh) -> None:
   ways = batch_parallelism(mesh)
   if batch % ways:
-    raise ValueError(f"batch={batch} must be a multiple of mesh.data*mesh.fsdp={ways}")
+    raise UserError(f"batch={batch} must be a multiple of mesh.data*mesh.fsdp={ways}")
 
 
 def run_sharded(local_fn: AttendFn, mesh: Mesh, q_seq_axes, kv_seq_axes, q_BxSxHxD: jax.Array,

@@ -12,12 +12,13 @@ from harness.attention import variants
 from harness.attention.types import AttentionPlan
 from harness.attention.types import HeadPlan
 from harness.suggest import did_you_mean
+from harness.errors import UserError
 
 
 def _check_choice(binding: str, value, choices, why: str = "") -> None:
   if value not in choices:
-    raise ValueError(f"{binding}={value!r} is invalid{why}; valid choices: "
-                     f"{', '.join(repr(c) for c in choices)}{did_you_mean(value, choices)}")
+    raise UserError(f"{binding}={value!r} is invalid{why}; valid choices: "
+                    f"{', '.join(repr(c) for c in choices)}{did_you_mean(value, choices)}")
 
 
 def _check_names(variant: str, kernel: str, chunk_sizing: str, platform: str | None) -> None:
@@ -33,8 +34,8 @@ def _check_ulysses_degree(variant: str, ulysses_degree, context: int) -> None:
   spec = variants.VARIANT_TABLE[variant]
   if not spec.takes_ulysses_degree:
     if ulysses_degree is not None:
-      raise ValueError(f"attention.ulysses_degree={ulysses_degree} needs attention.variant in "
-                       f"{variants.ULYSSES_DEGREE_VARIANTS}; valid choice for {variant!r}: None")
+      raise UserError(f"attention.ulysses_degree={ulysses_degree} needs attention.variant in "
+                      f"{variants.ULYSSES_DEGREE_VARIANTS}; valid choice for {variant!r}: None")
   elif spec.head_split == variants.ULYSSES_DEGREE:
     _check_choice("attention.ulysses_degree", ulysses_degree, heads_lib.divisors(context),
                   f" for variant {variant!r} (a divisor of mesh.context={context})")
@@ -46,14 +47,14 @@ def _check_ulysses_degree(variant: str, ulysses_degree, context: int) -> None:
 def _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_qkv, context):
   spec = variants.VARIANT_TABLE[variant]
   if not spec.chunked and num_chunks != 1:
-    raise ValueError(f"attention.num_chunks={num_chunks} needs attention.variant in "
-                     f"{variants.CHUNKED_VARIANTS}; variant {variant!r} takes "
-                     f"attention.num_chunks=1")
+    raise UserError(f"attention.num_chunks={num_chunks} needs attention.variant in "
+                    f"{variants.CHUNKED_VARIANTS}; variant {variant!r} takes "
+                    f"attention.num_chunks=1")
   if spec.kernels is not None:
     _check_choice("attention.kernel", kernel, spec.kernels,
                   f" for variant {variant!r} ({spec.kernels_reason})")
   if packed_qkv and spec.packed_qkv_error is not None:
-    raise ValueError(spec.packed_qkv_error)
+    raise UserError(spec.packed_qkv_error)
   if spec.merges_lse:
     _check_choice("attention.kernel", kernel, kernels.LSE_KERNELS,
                   f" for variant {variant!r} (it merges log-sum-exps)")
@@ -81,10 +82,10 @@ def plan_attention(*, heads: int, kv_heads: int, context: int, variant: str = "u
   """Checks a configuration without tracing and returns its plan."""
   _check_names(variant, kernel, chunk_sizing, platform)
   if not isinstance(num_chunks, int) or num_chunks < 1:
-    raise ValueError(f"attention.num_chunks={num_chunks!r} must be a positive integer")
+    raise UserError(f"attention.num_chunks={num_chunks!r} must be a positive integer")
   _check_variant_options(variant, num_chunks, ulysses_degree, kernel, packed_qkv, context)
   if kv_heads < 1 or heads % kv_heads:
-    raise ValueError(f"kv_heads={kv_heads} must divide heads={heads} (GQA/MQA)")
+    raise UserError(f"kv_heads={kv_heads} must divide heads={heads} (GQA/MQA)")
   head_plan = _head_plan(variant, heads, kv_heads, context, num_chunks, ulysses_degree,
                          pad_heads, chunk_sizing)
   return AttentionPlan(variant=variant, kernel=kernel, heads=heads, kv_heads=kv_heads,

@@ -14,6 +14,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from harness.attention import splash_cost
 from harness.attention import splash_lse
 from harness.attention.types import KernelOptions
+from harness.errors import UserError
 
 _LANES = 128
 
@@ -26,7 +27,7 @@ def _block(requested: int | None, default: int, seq: int, binding: str) -> int:
   """A block size clamped to the 128-padded sequence, so short sequences use one block."""
   block = default if requested is None else requested
   if block < _LANES or block % _LANES:
-    raise ValueError(f"attention.{binding}={block} must be a positive multiple of {_LANES} for splash")
+    raise UserError(f"attention.{binding}={block} must be a positive multiple of {_LANES} for splash")
   return min(block, _round_up(seq, _LANES))
 
 
@@ -48,8 +49,8 @@ def block_sizes(options: KernelOptions, seq_q: int, seq_kv: int):
   for name, size in sizes.items():
     padded = padded_q if name in ("block_q", "block_q_dkv", "block_q_dq") else padded_kv
     if padded % size:
-      raise ValueError(f"attention.{name}={size} must divide the padded sequence {padded}; "
-                       f"use block sizes that divide each other (e.g. all 512)")
+      raise UserError(f"attention.{name}={size} must divide the padded sequence {padded}; "
+                      f"use block sizes that divide each other (e.g. all 512)")
   return splash_lib.BlockSizes(use_fused_bwd_kernel=options.use_fused_bwd_kernel,
                                **sizes), padded_q, padded_kv
 
