@@ -5,7 +5,7 @@ import dataclasses
 from typing import Any
 
 from harness.outputs.record import Record, field
-from harness.outputs.run_summary import Attention, older_sequence_length
+from harness.outputs.run_summary import Attention, SequenceFromOlderKeys
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -19,7 +19,7 @@ class Topology(Record):
 
 
 @dataclasses.dataclass(kw_only=True)
-class AotReport(Record):
+class AotReport(SequenceFromOlderKeys):
   """aot.json (DESIGN.md §3.4; docs/aot.md explains each cost): harness.aot.run_aot's report, with
   attention, mesh, fingerprint and attempt added by `run.mode='aot'`. Seconds are per step.
 
@@ -94,12 +94,6 @@ class AotReport(Record):
   attempt: int | None = field(optional=True)
   # Not written by the harness: tokens per sample as older reports stored it, for the launcher.
   sequence_length: int | None = field(optional=True)
-
-  @classmethod
-  def _older_keys(cls, obj: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    if values.get("sequence_length") is None and older_sequence_length(obj) is not None:
-      return {"sequence_length": older_sequence_length(obj)}
-    return {}
 
   @classmethod
   def of_run(cls, aot: dict[str, Any] | None, summary: dict[str, Any] | None) -> AotReport | None:

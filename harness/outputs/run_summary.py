@@ -65,7 +65,18 @@ def older_sequence_length(obj: dict[str, Any]) -> int | None:
 
 
 @dataclasses.dataclass(kw_only=True)
-class Summary(Record):
+class SequenceFromOlderKeys(Record):
+  """A record whose `sequence_length` an older file stored under another key."""
+
+  @classmethod
+  def _older_keys(cls, obj: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    if values.get("sequence_length") is None and older_sequence_length(obj) is not None:
+      return {"sequence_length": older_sequence_length(obj)}
+    return {}
+
+
+@dataclasses.dataclass(kw_only=True)
+class Summary(SequenceFromOlderKeys):
   """summary.json in a run folder (DESIGN.md §3.3); written by process 0 at the end of an attempt.
 
   Keys (null where a value is unknown; NaN is never written):
@@ -137,12 +148,6 @@ class Summary(Record):
   attempt: int | None = field()
   first_step: int | None = field()
   source: dict[str, Any] | None = field(optional=True)
-
-  @classmethod
-  def _older_keys(cls, obj: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    if values.get("sequence_length") is None and older_sequence_length(obj) is not None:
-      return {"sequence_length": older_sequence_length(obj)}
-    return {}
 
   @classmethod
   def failure(cls, status: str, error: str, mode: str | None, fingerprint: str | None,
