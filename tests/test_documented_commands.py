@@ -75,7 +75,7 @@ def _capture(root: pathlib.Path) -> pathlib.Path:
 def runnable(cmd: str, root: pathlib.Path) -> tuple[str, pathlib.Path]:
   """(what bash runs, in which folder) for a documented command; fails on an unknown one."""
   if cmd.startswith(("pytest ", "python -m pytest")):
-    return cmd + " --collect-only -q -p no:cacheprovider", REPO  # the suite itself: collect it
+    return cmd + " --collect-only -q -p no:cacheprovider -n 0", REPO  # the suite: collect it
   if cmd.startswith("python -m harness.trace "):
     capture = _capture(root)
     cmd = cmd.replace("step.hlo.txt", str(capture / "train_step.hlo.txt"))
