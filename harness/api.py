@@ -21,7 +21,7 @@ from jax.sharding import AbstractMesh, Mesh
 
 from harness import gin_config, steps
 from harness.aot.topology import Topology, get_topology
-from harness.attention import validate as validate_attention
+from harness.attention.types import AttentionPlan
 from harness.configs import Configs
 from harness.errors import UserError
 
@@ -35,10 +35,11 @@ class Loaded:
   mesh: Mesh | AbstractMesh
   files: tuple[str, ...] = ()
   topology: Topology | None = None  # set when the mesh lies on an AOT topology's devices
+  attention_plan: AttentionPlan | None = None  # checked by `validate`, reused by the program
 
   @functools.cached_property
   def program(self) -> steps.Program:
-    return steps.build_program(self.configs.setup, self.mesh)
+    return steps.build_program(self.configs.setup, self.mesh, self.attention_plan)
 
   def abstract_step(self, step: str | None = None) -> tuple[Callable, tuple]:
     """The jitted train step or one eval (denoising) step and its abstract arguments."""
@@ -68,12 +69,12 @@ def place(configs: Configs, files: Sequence[str] = (), *, abstract: bool = False
     _prefer_cpu_backend()
     topology = get_topology(configs.aot.topology)
     mesh = configs.mesh.build(devices=topology.devices)
-    validate(configs, mesh, step=configs.aot.step)
-    return Loaded(configs, mesh, tuple(files), topology)
+    plan = validate(configs, mesh, step=configs.aot.step)
+    return Loaded(configs, mesh, tuple(files), topology, plan)
   prepare_devices(configs)
   mesh = configs.mesh.build()
-  validate(configs, mesh)
-  return Loaded(configs, mesh, tuple(files))
+  plan = validate(configs, mesh)
+  return Loaded(configs, mesh, tuple(files), attention_plan=plan)
 
 
 def prepare_devices(configs: Configs) -> None:
@@ -92,25 +93,14 @@ def _prefer_cpu_backend() -> None:
       pass  # a backend already started; compiling for the topology works either way
 
 
-def platform(mesh) -> str | None:
-  """The platform a mesh's devices compile for (a TPU topology's on a CPU host); None if abstract."""
-  if isinstance(mesh, AbstractMesh):
-    return None
-  return mesh.devices.flat[0].platform
-
-
-def validate(cfgs: Configs, mesh, step: str | None = None) -> None:
-  """Fails fast, before tracing, on shapes the attention or the mesh cannot take.
+def validate(cfgs: Configs, mesh, step: str | None = None) -> AttentionPlan:
+  """Fails fast, before tracing, on shapes the attention or the mesh cannot take; returns the
+  self-attention plan, so that the program does not check the bindings again.
 
   `step` ('train' | 'eval', default run.mode) decides the batch rule: eval runs the CFG pair, a
   batch of 2 * run.batch_size, so batch 1 on mesh.data=2 is how published setups run it.
   """
-  attn = cfgs.attention
-  validate_attention(heads=cfgs.model.num_heads, kv_heads=cfgs.model.num_heads,
-                     context=mesh.shape["context"], variant=attn.variant,
-                     num_chunks=attn.num_chunks, ulysses_degree=attn.ulysses_degree,
-                     kernel=attn.kernel, packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
-                     platform=platform(mesh), chunk_sizing=attn.chunk_sizing)
+  plan = steps.plan_self_attention(cfgs.attention, mesh, cfgs.model.num_heads)
   cfgs.model.grid(cfgs.video)
   batch_par = mesh.shape["data"] * mesh.shape["fsdp"]
   step = step or cfgs.run.mode
@@ -122,6 +112,7 @@ def validate(cfgs: Configs, mesh, step: str | None = None) -> None:
     raise UserError(f"run.batch_size={cfgs.run.batch_size} is not divisible by "
                     f"mesh.data*mesh.fsdp={batch_par}")
   _validate_profiler(cfgs)
+  return plan
 
 
 def _validate_profiler(cfgs: Configs) -> None:

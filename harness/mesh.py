@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from jax._src import xla_bridge  # the public API has no 'is the backend up' query
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec as P
 
 from harness.errors import UserError
 
@@ -65,6 +65,13 @@ def make_mesh(data: int = 1, fsdp: int = 1, context: int = -1, tensor: int = 1,
   else:
     grid = np.asarray(devices, dtype=object).reshape(shape)
   return Mesh(grid, AXES)
+
+
+def platform(mesh: Mesh | AbstractMesh) -> str | None:
+  """The platform a mesh's devices compile for (a TPU topology's on a CPU host); None if abstract."""
+  if isinstance(mesh, AbstractMesh):
+    return None
+  return mesh.devices.flat[0].platform
 
 
 def use_simulated_devices(count: int) -> None:

@@ -10,6 +10,7 @@ from jax.experimental import multihost_utils
 
 from harness import api, execute, run_folder, summary
 from harness import identity as identity_lib
+from harness import mesh as mesh_lib
 from harness.aot import entry as aot_entry
 from harness.configs import Configs
 from harness.phases import StopRequested
@@ -36,7 +37,7 @@ def _target(cfgs: Configs) -> dict:
 def _placement(cfgs: Configs, mesh) -> dict:
   if cfgs.run.mode == "aot":
     return {"topology": cfgs.aot.topology}
-  return {"platform": api.platform(mesh), "devices": int(mesh.size),
+  return {"platform": mesh_lib.platform(mesh), "devices": int(mesh.size),
           "mesh": {k: int(v) for k, v in mesh.shape.items()}}
 
 

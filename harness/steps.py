@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec as P
 
 from harness import diffusion
 from harness import mesh as mesh_lib
@@ -26,18 +26,21 @@ from harness.model.block import Runtime
 from harness.mesh import activation_sharding, batch_sharding, param_shardings
 
 
-def plan_self_attention(attn: AttentionConfig, mesh: Mesh, heads: int) -> AttentionPlan:
-  """The model's self-attention plan (kv heads = heads): checked once, before any tracing."""
+def plan_self_attention(attn: AttentionConfig, mesh: Mesh | AbstractMesh,
+                        heads: int) -> AttentionPlan:
+  """The model's self-attention plan (kv heads = heads), checked for the mesh's platform (an
+  abstract mesh has none); the one check of the attention bindings, before any tracing."""
   return plan_attention(heads=heads, kv_heads=heads, context=mesh.shape[mesh_lib.CONTEXT],
                         variant=attn.variant, num_chunks=attn.num_chunks,
                         ulysses_degree=attn.ulysses_degree, kernel=attn.kernel,
                         packed_qkv=attn.packed_qkv, pad_heads=attn.pad_heads,
-                        chunk_sizing=attn.chunk_sizing)
+                        platform=mesh_lib.platform(mesh), chunk_sizing=attn.chunk_sizing)
 
 
-def make_runtime(attn: AttentionConfig, mesh: Mesh, heads: int) -> Runtime:
+def make_runtime(attn: AttentionConfig, mesh: Mesh, heads: int,
+                 plan: AttentionPlan | None = None) -> Runtime:
   """Binds the planned context-parallel attention and the activation layout to the mesh."""
-  plan = plan_self_attention(attn, mesh, heads)
+  plan = plan or plan_self_attention(attn, mesh, heads)
   options = KernelOptions(block_q=attn.block_q, block_kv=attn.block_kv)
   self_attn = functools.partial(planned_attention, mesh=mesh, plan=plan, kernel_options=options)
   cross = functools.partial(cross_attention, mesh=mesh, kernel=attn.kernel, kernel_options=options)
@@ -88,10 +91,11 @@ class Program:
   denoise_step: Callable  # (params, x, text, sigma, sigma_next) → (x, metrics)
 
 
-def build_program(setup: Setup, mesh: Mesh) -> Program:
-  """Builds (without compiling) the init, train and denoise functions for `mesh`."""
+def build_program(setup: Setup, mesh: Mesh, plan: AttentionPlan | None = None) -> Program:
+  """Builds (without compiling) the init, train and denoise functions for `mesh`; `plan` is the
+  self-attention plan already checked for it (planned here when None)."""
   graphdef, abstract_params = abstract_model(setup.model)
-  rt = make_runtime(setup.attention, mesh, setup.model.num_heads)
+  rt = make_runtime(setup.attention, mesh, setup.model.num_heads, plan)
   opt = setup.optimizer.build()
   p_sh = param_shardings(abstract_params, mesh)
   o_sh = _opt_shardings(opt, abstract_params, p_sh, mesh)
