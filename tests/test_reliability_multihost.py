@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -49,8 +50,14 @@ def run_documented_loop(work: Workdir, *bindings: str) -> list[tuple[str, str]]:
       " &\ndone; wait", f' {extra} >out$i.txt 2>err$i.txt & pids="$pids $!"\n'
       "done; for p in $pids; do wait $p || exit $?; done")
   env = dict(work.env, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{work.env['PATH']}")
-  proc = subprocess.run(["bash", "-c", shell], cwd=work.cwd, env=env, timeout=RUN_TIMEOUT_S,
-                        check=False)
+  # Its own process group, so that a timeout stops both harness processes, not only bash.
+  proc = subprocess.Popen(["bash", "-c", shell], cwd=work.cwd, env=env, start_new_session=True)
+  try:
+    proc.wait(timeout=RUN_TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    pytest.fail("the documented two-process loop did not exit in time")
   outputs = []
   for i in range(2):
     files = [work.cwd / f"{kind}{i}.txt" for kind in ("out", "err")]

@@ -30,6 +30,17 @@ def _start_logged(work: Workdir, log_name: str, *bindings: str):
   return proc, log
 
 
+def _sigterm_while_denoising(work: Workdir, *bindings: str):
+  """Starts a run, sends SIGTERM half a second into its denoising; the run must exit 0."""
+  proc, log = _start_logged(work, "stdout.txt", *bindings)
+  wait_for(proc, _stdout_has(log, "compiled denoise_step"), "the denoising step compiled")
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  rc, _, err = finish(proc)
+  assert rc == 0, err[-3000:]
+  return log
+
+
 # A model shape no other test compiles: its compile is never in the shared cache, and short.
 FRESH_COMPILE = ("model.num_layers=1", "model.ffn_dim=320")
 
@@ -68,12 +79,7 @@ def test_a_second_process_on_a_run_folder_is_refused_and_changes_nothing(tmp_pat
 def test_sigterm_during_the_final_eval_is_recorded_as_preempted_then_completed(tmp_path, cache):
   work = Workdir(tmp_path, cache)
   bindings = ("run.steps=4", "run.final_eval=True", "sampler.denoising_steps=150")
-  proc, log = _start_logged(work, "stdout.txt", *bindings)
-  wait_for(proc, _stdout_has(log, "compiled denoise_step"), "the final eval compiled")
-  time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
-  rc, _, err = finish(proc)
-  assert rc == 0, err[-3000:]
+  _sigterm_while_denoising(work, *bindings)
   summary = work.summary()
   assert summary["status"] == "preempted"
   assert 0 < summary["eval"]["denoising_steps"] < 150
@@ -107,12 +113,7 @@ def test_sigterm_while_compiling_is_recorded_not_lost(tmp_path, cache):
 @pytest.mark.slow
 def test_sigterm_in_eval_mode_saves_no_checkpoint_and_says_so(tmp_path, cache):
   work = Workdir(tmp_path, cache)
-  proc, log = _start_logged(work, "stdout.txt", "run.mode='eval'", "run.steps=2000")
-  wait_for(proc, _stdout_has(log, "compiled denoise_step"), "the eval compiled")
-  time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
-  rc, _, err = finish(proc)
-  assert rc == 0, err[-3000:]
+  log = _sigterm_while_denoising(work, "run.mode='eval'", "run.steps=2000")
   text = log.read_text()
   assert "checkpoint" not in text.splitlines()[-1]
   assert text.strip().splitlines()[-1].startswith("stopped by SIGTERM after ")
