@@ -204,6 +204,38 @@ def test_async_wrapper_and_link_queue():
   assert by_kind["all-gather"]["hidden_s"] == 0.0
 
 
+SPARSECORE_A2A = """HloModule sc, is_scheduled=true, num_partitions=2
+
+%neg (x: bf16[1000]) -> bf16[1000] {
+  %x = bf16[1000]{0} parameter(0)
+  ROOT %n = bf16[1000]{0} negate(%x)
+}
+
+%offloaded (p: bf16[1000]) -> bf16[1000] {
+  %p = bf16[1000]{0} parameter(0)
+  ROOT %a2a = bf16[1000]{0} all-to-all(%p), channel_id=1, replica_groups={{0,1}}, dimensions={0}
+}, execution_thread="sparsecore"
+
+ENTRY %main (a: bf16[1000]) -> bf16[1000] {
+  %a = bf16[1000]{0} parameter(0)
+  %cs = ((bf16[1000]{0}), bf16[1000]{0}) call-start(%a), async_execution_thread="sparsecore", to_apply=%offloaded
+  %w = bf16[1000]{0} fusion(%a), kind=kLoop, calls=%neg, metadata={op_name="jit(f)/attention/splash"}, backend_config={"estimated_cycles":"500"}
+  %cd = bf16[1000]{0} call-done(%cs)
+  ROOT %out = bf16[1000]{0} add(%cd, %w), backend_config={"estimated_cycles":"0"}
+}
+"""
+
+
+def test_an_all_to_all_offloaded_to_sparsecore_is_an_async_all_to_all():
+  # What --xla_tpu_enable_sparse_core_collective_offload_dense_all_to_all emits: the all-to-all
+  # in a computation called by call-start on the SparseCore thread. 1/2 * 2000 B / 1 GB/s = 1 us
+  # on the link, 0.5 us of work under it, then the done waits 0.5 us.
+  r = analyze_hlo(SPARSECORE_A2A, HW, TWO_CHIPS, (2, 1))
+  assert r["collectives"] == {"all-to-all": {"count": 1, "async_count": 1, "executed": 1}}
+  assert r["comm_s"] == pytest.approx(1e-6)
+  assert r["predicted_step_s"] == pytest.approx(1e-6)
+  assert r["exposed_comm_s"] == pytest.approx(0.5e-6)
+
 def test_libtpu_init_args_round_trip():
   from harness.aot import flags  # pylint: disable=g-import-not-at-top
   text = "--xla_tpu_enable_async_all_to_all=true --xla_tpu_scoped_vmem_limit_kib=65472"

@@ -16,6 +16,8 @@ _DTYPE_BYTES = {
 _ARRAY_RE = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
 _INSTR_RE = re.compile(r"^\s*(ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$", re.S)
 _COMP_RE = re.compile(r"^(ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$")
+# A computation ends at a "}" of its own, with its execution thread when it is not the main one.
+_COMP_END_RE = re.compile(r'^\}(, execution_thread="\w+")?\s*$')
 _CALLED_RE = re.compile(
     r"\b(calls|body|condition|to_apply|true_computation|false_computation)=%([\w.\-]+)")
 _BRANCHES_RE = re.compile(r"branch_computations=\{([^}]*)\}")
@@ -203,7 +205,7 @@ def parse_module(text: str) -> Module:
       if m:
         current, statements = (m.group(2), bool(m.group(1))), []
       continue
-    if line.strip() == "}" and not line.startswith(" "):
+    if _COMP_END_RE.match(line):
       instrs = [parse_instruction(s) for s in statements]
       computations[current[0]] = Computation(current[0], instrs, current[1])
       entry = current[0] if current[1] else entry

@@ -73,14 +73,16 @@ class ScheduleSimulator:
   def _async_kind(self, instr: Instruction) -> tuple[str, Instruction] | None:
     """(kind, the collective instruction) an instruction starts asynchronously, else None.
 
-    `*-start` ops, `async-start` wrappers and fusions that contain a collective (what async collective
-    fusion emits: the fusion starts it, its first consumer is the matching done) all count.
+    `*-start` ops, `async-start` wrappers, `call-start`s of a collective (what offloading it to
+    SparseCore emits) and fusions that contain a collective (what async collective fusion emits:
+    the fusion starts it, its first consumer is the matching done) all count.
     """
     if instr.opcode.endswith("-start") and costs.collective_kind(instr.opcode):
       return costs.collective_kind(instr.opcode), instr
-    if instr.opcode not in ("async-start", "fusion"):
+    if instr.opcode not in ("async-start", "call-start", "fusion"):
       return None
-    called = self.module.computations.get(instr.attr_computation("calls") or "")
+    key = "to_apply" if instr.opcode == "call-start" else "calls"
+    called = self.module.computations.get(instr.attr_computation(key) or "")
     for inner in (called.instructions if called else ()):
       if costs.collective_kind(inner.opcode) and not inner.opcode.endswith("-start"):
         return costs.collective_kind(inner.opcode), inner
