@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+# orbax registers its own array handler with this store; ours keeps it (orbax-checkpoint is pinned).
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 from harness.errors import UserError
 
@@ -32,7 +34,8 @@ def _save_small_arrays_whole() -> None:
   try:
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(
-            min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL),
+            min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL,
+            array_metadata_store=array_metadata_store.Store()),
         override=True)
   finally:
     absl_log.setLevel(level)
