@@ -48,8 +48,9 @@ def _value_and_grads(module: Attention, x_BxSxD, angles_SxP, attend, projected):
 
 def _assert_close(actual, expected):
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-    scale = max(1.0, float(jnp.max(jnp.abs(e))))
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=TOL, atol=TOL * scale)
+    a, e = np.asarray(a), np.asarray(e)
+    scale = max(1.0, float(np.max(np.abs(e))))
+    np.testing.assert_allclose(a, e, rtol=TOL, atol=TOL * scale)
 
 
 def _compare(heads, dim, context, data, grid, chunks, pad_heads=False, packed_qkv=False):
