@@ -50,9 +50,9 @@ def main(argv=None) -> dict:
                        topology_name="v5p:2x2x1") for c in (1, 8)}
   result["aot_compile_time_s_v5p8"] = _per_c(small, "compile_time_s")
   result["aot_compile_c8_over_c1"] = small[8]["compile_time_s"] / small[1]["compile_time_s"]
-  result.update(_attribution(plain, plain[1], ""))
+  result.update(_attribution(plain, plain.get(1), ""))
   # Per-group projections against the same single-shot step (C=1 has no groups to project).
-  result.update(_attribution(piped, plain[1], "_pipelined"))
+  result.update(_attribution(piped, plain.get(1), "_pipelined"))
   chunked = [c for c in (2, 4, 5) if c in plain]
   result["aot_hidden_fraction_chunked"] = {str(c): plain[c].get("a2a_hidden_fraction")
                                            for c in chunked}
@@ -63,8 +63,9 @@ def _per_c(reports: dict, key: str) -> dict:
   return {str(c): r.get(key) for c, r in reports.items()}
 
 
-def _attribution(reports: dict, single_shot: dict, suffix: str) -> dict:
-  """Layout bytes, hidden share, bounds and the predicted gain of each C over single-shot."""
+def _attribution(reports: dict, single_shot: dict | None, suffix: str) -> dict:
+  """Layout bytes, hidden share, bounds and the predicted gain of each C over single-shot
+  (no gains when C=1 was not compiled)."""
   gains = gain.gains_by_chunks({**reports, 1: single_shot})
   return {
       f"aot_hidden_under_attention_fraction{suffix}": _per_c(reports,

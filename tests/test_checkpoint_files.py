@@ -12,8 +12,8 @@ def test_a_replicated_state_round_trips_with_orbax_array_metadata(tmp_path):
   mesh = make_mesh(context=8, devices=jax.devices()[:8])
   replicated = NamedSharding(mesh, P())
   small = jax.device_put(jnp.arange(12, dtype=jnp.float32).reshape(3, 4), replicated)
-  # Above the threshold: saved in per-replica slices, as orbax does by default.
-  large = jax.device_put(jnp.ones((checkpoint.MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL // 2,),
+  # Each of the 8 replicas' slices at the threshold: saved in slices, as orbax does by default.
+  large = jax.device_put(jnp.ones((4 * checkpoint.MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL,),
                                   jnp.bfloat16) * 3, replicated)
   state = {"params": {"small": small, "large": large}, "step": jax.device_put(jnp.asarray(7, jnp.int32), replicated)}
   ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", every=1, fingerprint="f")
