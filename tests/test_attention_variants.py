@@ -1,4 +1,4 @@
-"""Every variant and CPU kernel against the dense reference, on values and gradients."""
+"""Every variant and CPU kernel against the float64 reference, on values and gradients."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +11,7 @@ from harness.attention.dense import dense_attention
 from test_attention_equivalence import make_inputs
 from test_attention_equivalence import max_abs_errors
 from test_attention_equivalence import mesh_of
+from test_attention_equivalence import reference_value_and_grads
 from test_attention_equivalence import value_and_grads
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
@@ -20,6 +21,8 @@ SMALL_BLOCKS = kernels.KernelOptions(block_q=8, block_kv=8)
 # leave whole ring blocks empty, packed sends of q,k,v together and of k,v only; the baselines with
 # kv heads that split over the devices and ones that do not (GQA/MQA), and padded heads.
 CASES = [
+    ("dense", 4, 8, 2, 19, dict()),
+    ("dense", 4, 4, 1, 21, dict(kv_valid_len=13)),
     ("ring", 4, 4, 2, 19, dict()),
     ("ring", 4, 4, 1, 21, dict(packed_qkv=True, kv_valid_len=13)),
     ("ulysses", 4, 8, 2, 19, dict(num_chunks=2, packed_qkv=True)),
@@ -41,8 +44,7 @@ def test_variant_matches_dense_fp32(variant, context, heads, kv_heads, seq, extr
   mesh = mesh_of(context)
   q, k, v, cotangent = make_inputs(heads, kv_heads, seq)
   got = value_and_grads(q, k, v, cotangent, mesh=mesh, variant=variant, **extra)
-  want = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="dense",
-                         kv_valid_len=extra.get("kv_valid_len"))
+  want = reference_value_and_grads(q, k, v, cotangent, extra.get("kv_valid_len"))
   assert max(max_abs_errors(got, want)) <= TOL[jnp.float32]
 
 
@@ -53,7 +55,7 @@ def test_blockwise_kernel_matches_dense_fp32(variant, extra):
   q, k, v, cotangent = make_inputs(8, 4, 38)
   got = value_and_grads(q, k, v, cotangent, mesh=mesh, variant=variant, kernel="blockwise",
                         kernel_options=SMALL_BLOCKS, kv_valid_len=35, **extra)
-  want = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="dense", kv_valid_len=35)
+  want = reference_value_and_grads(q, k, v, cotangent, 35)
   assert max(max_abs_errors(got, want)) <= TOL[jnp.float32]
 
 
@@ -64,7 +66,7 @@ def test_bf16_matches_dense(variant, extra):
   mesh = mesh_of(4)
   q, k, v, cotangent = make_inputs(8, 8, 24, dtype=jnp.bfloat16)
   got = value_and_grads(q, k, v, cotangent, mesh=mesh, variant=variant, **extra)
-  want = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="dense")
+  want = reference_value_and_grads(q, k, v, cotangent)
   assert all(x.dtype == jnp.bfloat16 for x in got)
   assert max(max_abs_errors(got, want)) <= TOL[jnp.bfloat16]
 
@@ -106,7 +108,7 @@ def test_cross_attention_keeps_q_sharded_and_sends_nothing():
 
   step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
   (_, out), grads = step(q, k, v)
-  want = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="dense", kv_valid_len=7)
+  want = reference_value_and_grads(q, k, v, cotangent, 7)
   assert max(max_abs_errors((out, *grads), want)) <= TOL[jnp.float32]
   forward = jax.jit(lambda q, k, v: cross_attention(q, k, v, mesh=mesh)).lower(q, k, v)
   assert " all-to-all(" not in forward.compile().as_text()

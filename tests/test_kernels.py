@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from harness.attention import kernels
+import attention_reference
+from attention_reference import normal
 
 CPU_KERNELS = ("xla", "blockwise")
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
@@ -18,48 +20,18 @@ SMALL_BLOCKS = kernels.KernelOptions(block_q=8, block_kv=8)
 
 def reference_lse(q, k, v, valid_len=None):
   """Float64 attention and lse_BxHxS; fully masked rows give output 0 and lse -inf."""
-  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-  b, s, h, d = q.shape
-  t, kv_heads = k.shape[1], k.shape[2]
-  k, v = (np.repeat(x, h // kv_heads, axis=2) for x in (k, v))
-  logits = np.einsum("bshd,bthd->bhst", q, k) / np.sqrt(d)
-  valid = np.arange(t) < (t if valid_len is None else valid_len)
-  logits = np.where(valid, logits, -np.inf)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    shift = np.max(logits, axis=-1, keepdims=True)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
-    p = np.exp(logits - shift)
-    denom = p.sum(-1, keepdims=True)
-    out = np.einsum("bhst,bthd->bshd", p / np.where(denom > 0, denom, 1.0), v)
-    lse = np.where(denom[..., 0] > 0, shift[..., 0] + np.log(denom[..., 0]), -np.inf)
-  return out, lse
+  return attention_reference.reference(q, k, v, valid_len)
 
 
 def _inputs(shape_q, shape_kv, dtype, seed=0):
-  kq, kk, kv, kc = jax.random.split(jax.random.key(seed), 4)
-  q = jax.random.normal(kq, shape_q, jnp.float32).astype(dtype)
-  k = jax.random.normal(kk, shape_kv, jnp.float32).astype(dtype)
-  v = jax.random.normal(kv, shape_kv, jnp.float32).astype(dtype)
-  cotangent = jax.random.normal(kc, shape_q, jnp.float32)
-  return q, k, v, cotangent
+  rng = np.random.default_rng(seed)
+  q, k, v = (normal(rng, shape, dtype) for shape in (shape_q, shape_kv, shape_kv))
+  return q, k, v, normal(rng, shape_q)
 
 
 def _reference_grads(q, k, v, cotangent, valid_len):
   """Float64 gradients of sum(out * cotangent) through textbook softmax attention."""
-  with jax.enable_x64(True):
-    args = [jnp.asarray(np.asarray(x, np.float64)) for x in (q, k, v)]
-    ct = jnp.asarray(np.asarray(cotangent, np.float64))
-
-    def loss(q, k, v):
-      groups = q.shape[2] // k.shape[2]
-      k, v = (jnp.repeat(x, groups, axis=2) for x in (k, v))
-      logits = jnp.einsum("bshd,bthd->bhst", q, k) / np.sqrt(q.shape[-1])
-      if valid_len is not None:
-        logits = jnp.where(jnp.arange(k.shape[1]) < valid_len, logits, -jnp.inf)
-      out = jnp.einsum("bhst,bthd->bshd", jax.nn.softmax(logits, axis=-1), v)
-      return jnp.sum(out * ct)
-
-    return [np.asarray(g) for g in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)]
+  return attention_reference.reference(q, k, v, valid_len, cotangent)[2:]
 
 
 def _max_err(a, b):
@@ -115,7 +87,7 @@ def test_lse_values_and_grads_match_reference(kernel, case):
   _, shape_q, shape_kv, valid_len = case
   q, k, v, ct = _inputs(shape_q, shape_kv, jnp.float32)
   b, s, h, _ = shape_q
-  ct_lse = jax.random.normal(jax.random.key(7), (b, h, s))
+  ct_lse = normal(np.random.default_rng(7), (b, h, s))
   ref_len = 9 if valid_len == "traced" else valid_len
   ref_out, ref_lse = reference_lse(q, k, v, ref_len)
 
@@ -128,14 +100,7 @@ def test_lse_values_and_grads_match_reference(kernel, case):
     out, lse = _call(kernel, q, k, v, valid_len, lse=True)
     return jnp.sum(out * ct) + jnp.sum(lse * ct_lse)
 
-  with jax.enable_x64(True):
-    args = [jnp.asarray(np.asarray(x, np.float64)) for x in (q, k, v)]
-
-    def ref_loss(q, k, v):
-      out, lse = kernels._xla_attention_lse(q, k, v, ref_len)
-      return jnp.sum(out * np.asarray(ct, np.float64)) + jnp.sum(lse * np.asarray(ct_lse, np.float64))
-
-    want = [np.asarray(g) for g in jax.jit(jax.grad(ref_loss, argnums=(0, 1, 2)))(*args)]
+  want = attention_reference.reference(q, k, v, ref_len, ct, ct_lse)[2:]
   for got, w in zip(jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v), want):
     assert _max_err(got, w) <= 1e-5
 

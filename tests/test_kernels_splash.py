@@ -11,6 +11,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from harness import mesh as mesh_lib
 from harness.attention import kernels, splash
+import attention_reference
+from attention_reference import normal
 from test_kernels import _inputs, _max_err, _reference_grads, reference_lse
 
 # libtpu guards itself with a machine-wide lock file; AOT compiles in parallel processes need this.
@@ -157,7 +159,7 @@ def test_cudnn_unavailable_on_tpu(tpu_mesh):
 
 def test_splash_lse_interpreted_matches_reference_with_lse_gradients():
   q, k, v, ct = _inputs((1, 150, 4, 64), (1, 200, 2, 64), jnp.float32)
-  ct_lse = jax.random.normal(jax.random.key(7), (1, 4, 150), jnp.float32)
+  ct_lse = normal(np.random.default_rng(7), (1, 4, 150))
   run = lambda q, k, v: splash.splash_attention_lse(q, k, v, 170, OPTIONS, interpret=True)
   out, lse = jax.jit(run)(q, k, v)
   want_out, want_lse = reference_lse(q, k, v, 170)
@@ -167,17 +169,8 @@ def test_splash_lse_interpreted_matches_reference_with_lse_gradients():
     out, lse = run(q, k, v)
     return jnp.sum(out * ct) + jnp.sum(lse * ct_lse)
 
-  def reference_loss(q, k, v):
-    logits = jnp.einsum("bshd,bthd->bhst", q, jnp.repeat(k, 2, axis=2)) / 8.0
-    logits = jnp.where(jnp.arange(200) < 170, logits, -jnp.inf)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    out = jnp.einsum("bhst,bthd->bshd", jnp.exp(logits - lse[..., None]), jnp.repeat(v, 2, axis=2))
-    return jnp.sum(out * ct) + jnp.sum(lse * ct_lse)
-
   grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
-  with jax.enable_x64(True):
-    as64 = lambda x: jnp.asarray(np.asarray(x, np.float64))
-    want = jax.grad(reference_loss, argnums=(0, 1, 2))(as64(q), as64(k), as64(v))
+  want = attention_reference.reference(q, k, v, 170, ct, ct_lse)[2:]
   for got, ref in zip(grads, want):
     assert _max_err(got, ref) <= 1e-5
 
@@ -192,12 +185,12 @@ RING_CASES = [
 
 @pytest.mark.parametrize("dtype,extra", RING_CASES)
 def test_ulysses_ring_splash_interpreted_matches_dense(dtype, extra):
-  from test_attention_equivalence import make_inputs, max_abs_errors, mesh_of, value_and_grads
+  from test_attention_equivalence import (make_inputs, max_abs_errors, mesh_of,
+                                          reference_value_and_grads, value_and_grads)
   mesh = mesh_of(4)
   q, k, v, ct = make_inputs(8, 8, 200, dtype=dtype)
   options = kernels.KernelOptions(block_q=128, block_kv=128, interpret=True)
   got = value_and_grads(q, k, v, ct, mesh=mesh, variant="ulysses_ring", ulysses_degree=2,
                         kernel="splash", kernel_options=options, **extra)
-  want = value_and_grads(q, k, v, ct, mesh=mesh, variant="dense",
-                         kv_valid_len=extra.get("kv_valid_len"))
+  want = reference_value_and_grads(q, k, v, ct, extra.get("kv_valid_len"))
   assert max(max_abs_errors(got, want)) <= TOL[dtype]

@@ -15,6 +15,7 @@ from harness.mesh import make_mesh
 from harness.model import DiT, DiTConfig
 from harness.model.block import Attention, Runtime
 from harness.model.rope import rope_angles
+from test_attention_equivalence import normal
 from harness.steps import make_runtime
 
 # float32: the sums of squares and the output projection are summed in another order than the
@@ -28,15 +29,16 @@ def _attention(heads: int, dim: int) -> Attention:
   module = Attention(cfg, nnx.Rngs(0))
   graphdef, state = nnx.split(module)
   leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  leaves = [1.0 + 0.3 * jax.random.normal(k, x.shape) if x.ndim == 1 else
-            jax.random.normal(k, x.shape) / np.sqrt(x.shape[0]) for k, x in zip(keys, leaves)]
+  rng = np.random.default_rng(1)
+  draw = lambda x: rng.standard_normal(x.shape, np.float32)
+  leaves = [jnp.asarray(1.0 + 0.3 * draw(x) if x.ndim == 1 else draw(x) / np.sqrt(x.shape[0]),
+                        np.float32) for x in leaves]
   return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
 
 
 def _value_and_grads(module: Attention, x_BxSxD, angles_SxP, attend, projected):
   graphdef, state = nnx.split(module)
-  ct_BxSxD = jax.random.normal(jax.random.key(2), x_BxSxD.shape)
+  ct_BxSxD = normal(np.random.default_rng(2), x_BxSxD.shape)
 
   def loss(state, x):
     out = nnx.merge(graphdef, state)(x, x, attend, angles_SxP, projected)
@@ -57,7 +59,7 @@ def _compare(heads, dim, context, data, grid, chunks, pad_heads=False, packed_qk
   mesh = make_mesh(data=data, context=context)
   module = _attention(heads, dim)
   tokens = grid[0] * grid[1] * grid[2]
-  x_BxSxD = jax.random.normal(jax.random.key(3), (data, tokens, dim))
+  x_BxSxD = normal(np.random.default_rng(3), (data, tokens, dim))
   angles_SxP = rope_angles(grid, dim // heads)
   common = dict(mesh=mesh, num_chunks=chunks, kernel="xla", pad_heads=pad_heads,
                 packed_qkv=packed_qkv)
@@ -100,8 +102,8 @@ def test_dit_forward_matches_through_runtime():
   cfg = DiTConfig(dim=128, num_heads=16, ffn_dim=64, num_layers=2, text_dim=16, text_len=4)
   mesh = make_mesh(context=8)
   model = DiT(cfg, rngs=nnx.Rngs(0))
-  latents = jax.random.normal(jax.random.key(4), (1, 2, 8, 8, 16))
-  text = jax.random.normal(jax.random.key(5), (1, 4, 16))
+  latents = normal(np.random.default_rng(4), (1, 2, 8, 8, 16))
+  text = normal(np.random.default_rng(5), (1, 4, 16))
   t = jnp.array([300.0])
   run = lambda rt: jax.jit(lambda m, a, b, c: m(a, b, c, rt))(model, latents, t, text)
   base = AttentionConfig(num_chunks=2)
