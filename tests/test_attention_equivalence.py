@@ -64,15 +64,15 @@ def max_abs_errors(results, reference):
 
 
 @pytest.mark.parametrize("heads,kv_heads,degree,num_chunks,seq", PAIRWISE)
-def test_chunked_is_bitwise_single_shot_and_matches_dense(heads, kv_heads, degree, num_chunks,
-                                                          seq):
+def test_chunked_is_bitwise_single_shot_and_matches_reference(heads, kv_heads, degree,
+                                                              num_chunks, seq):
   mesh = mesh_of(degree)
   q, k, v, cotangent = make_inputs(heads, kv_heads, seq)
   pad_heads = heads % degree != 0
   single = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="ulysses", num_chunks=1,
                            pad_heads=pad_heads)
-  dense = reference_value_and_grads(q, k, v, cotangent)
-  assert max(max_abs_errors(single, dense)) <= FP32_TOL
+  reference = reference_value_and_grads(q, k, v, cotangent)
+  assert max(max_abs_errors(single, reference)) <= FP32_TOL
   if num_chunks > 1:
     chunked = value_and_grads(q, k, v, cotangent, mesh=mesh, variant="ulysses",
                               num_chunks=num_chunks, pad_heads=pad_heads)
@@ -110,8 +110,8 @@ def test_cfg_batch_folded_into_heads_is_bitwise_across_chunks(heads, kv_heads, d
   q, k, v, cotangent = make_inputs(heads, kv_heads, seq, batch=2)
   common = dict(mesh=mesh, variant="ulysses", pad_heads=heads % degree != 0)
   single = value_and_grads(q, k, v, cotangent, num_chunks=1, **common)
-  dense = reference_value_and_grads(q, k, v, cotangent)
-  assert max(max_abs_errors(single, dense)) <= FP32_TOL
+  reference = reference_value_and_grads(q, k, v, cotangent)
+  assert max(max_abs_errors(single, reference)) <= FP32_TOL
   for sizing in heads_lib.CHUNK_SIZINGS:
     chunked = value_and_grads(q, k, v, cotangent, num_chunks=num_chunks, chunk_sizing=sizing,
                               **common)

@@ -40,7 +40,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("variant,context,heads,kv_heads,seq,extra", CASES)
-def test_variant_matches_dense_fp32(variant, context, heads, kv_heads, seq, extra):
+def test_variant_matches_reference_fp32(variant, context, heads, kv_heads, seq, extra):
   mesh = mesh_of(context)
   q, k, v, cotangent = make_inputs(heads, kv_heads, seq)
   got = value_and_grads(q, k, v, cotangent, mesh=mesh, variant=variant, **extra)
@@ -50,7 +50,7 @@ def test_variant_matches_dense_fp32(variant, context, heads, kv_heads, seq, extr
 
 @pytest.mark.parametrize("variant,extra", [("ulysses", dict(num_chunks=2)), ("ring", dict()),
                                            ("gspmd_heads", dict()), ("all_gather", dict())])
-def test_blockwise_kernel_matches_dense_fp32(variant, extra):
+def test_blockwise_kernel_matches_reference_fp32(variant, extra):
   mesh = mesh_of(4)
   q, k, v, cotangent = make_inputs(8, 4, 38)
   got = value_and_grads(q, k, v, cotangent, mesh=mesh, variant=variant, kernel="blockwise",
@@ -62,7 +62,7 @@ def test_blockwise_kernel_matches_dense_fp32(variant, extra):
 @pytest.mark.parametrize("variant,extra", [
     ("ulysses", dict(num_chunks=2)), ("ring", dict(packed_qkv=True)), ("gspmd_heads", dict()),
     ("all_gather", dict(packed_qkv=True))])
-def test_bf16_matches_dense(variant, extra):
+def test_bf16_matches_reference(variant, extra):
   mesh = mesh_of(4)
   q, k, v, cotangent = make_inputs(8, 8, 24, dtype=jnp.bfloat16)
   got = value_and_grads(q, k, v, cotangent, mesh=mesh, variant=variant, **extra)

@@ -184,7 +184,7 @@ RING_CASES = [
 
 
 @pytest.mark.parametrize("dtype,extra", RING_CASES)
-def test_ulysses_ring_splash_interpreted_matches_dense(dtype, extra):
+def test_ulysses_ring_splash_interpreted_matches_reference(dtype, extra):
   from test_attention_equivalence import (make_inputs, max_abs_errors, mesh_of,
                                           reference_value_and_grads, value_and_grads)
   mesh = mesh_of(4)

@@ -15,8 +15,8 @@ from harness.mesh import make_mesh
 from harness.model import DiT, DiTConfig
 from harness.model.block import Attention, Runtime
 from harness.model.rope import rope_angles
-from test_attention_equivalence import normal
 from harness.steps import make_runtime
+from attention_reference import normal
 
 # float32: the sums of squares and the output projection are summed in another order than the
 # unpipelined path, so equality holds to round-off, not bitwise.
